@@ -1,6 +1,9 @@
 //! Wire types of limpet: containerd's shim task API (v2 and v3), events, runc options,
 //! cgroup metrics and the shim bootstrap protocol, re-exported from `containerd-shim-protos`.
 
+#[cfg(feature = "cri")]
+pub mod cri;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -8,6 +11,8 @@ pub use containerd_shim_protos::{
     api, bootstrap_api, cgroups, cgroups_v2, events, protobuf, shim::oci as runc_options, topics,
     ttrpc, types, Events, EventsClient, Task, TaskClient, TASK_API_VERSION,
 };
+/// The envelope an event travels in to the master's event service.
+pub use containerd_shim_protos::shim::event::Envelope;
 
 /// ttrpc method table, as `ttrpc::Server::register_service` takes it.
 pub type Methods = HashMap<String, Box<dyn ttrpc::MethodHandler + Send + Sync>>;
