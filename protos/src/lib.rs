@@ -7,12 +7,12 @@ pub mod cri;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// The envelope an event travels in to the master's event service.
+pub use containerd_shim_protos::shim::event::Envelope;
 pub use containerd_shim_protos::{
     api, bootstrap_api, cgroups, cgroups_v2, events, protobuf, shim::oci as runc_options, topics,
     ttrpc, types, Events, EventsClient, Task, TaskClient, TASK_API_VERSION,
 };
-/// The envelope an event travels in to the master's event service.
-pub use containerd_shim_protos::shim::event::Envelope;
 
 /// ttrpc method table, as `ttrpc::Server::register_service` takes it.
 pub type Methods = HashMap<String, Box<dyn ttrpc::MethodHandler + Send + Sync>>;
@@ -61,11 +61,32 @@ mod tests {
     fn every_task_method_is_served_under_v2_and_v3() {
         let methods = task_service(Arc::new(Nothing));
         for name in [
-            "State", "Create", "Start", "Delete", "Pids", "Pause", "Resume", "Checkpoint", "Kill",
-            "Exec", "ResizePty", "CloseIO", "Update", "Wait", "Stats", "Connect", "Shutdown",
+            "State",
+            "Create",
+            "Start",
+            "Delete",
+            "Pids",
+            "Pause",
+            "Resume",
+            "Checkpoint",
+            "Kill",
+            "Exec",
+            "ResizePty",
+            "CloseIO",
+            "Update",
+            "Wait",
+            "Stats",
+            "Connect",
+            "Shutdown",
         ] {
-            assert!(methods.contains_key(&format!("{TASK_V3}{name}")), "v3 {name}");
-            assert!(methods.contains_key(&format!("{TASK_V2}{name}")), "v2 {name}");
+            assert!(
+                methods.contains_key(&format!("{TASK_V3}{name}")),
+                "v3 {name}"
+            );
+            assert!(
+                methods.contains_key(&format!("{TASK_V2}{name}")),
+                "v2 {name}"
+            );
         }
         assert_eq!(methods.len() % 2, 0);
     }

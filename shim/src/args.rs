@@ -47,7 +47,9 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Args> {
             match inline.as_deref() {
                 None | Some("true") | Some("1") => Ok(true),
                 Some("false") | Some("0") => Ok(false),
-                Some(v) => Err(Error::InvalidArgument(format!("flag -{name}: bad bool {v:?}"))),
+                Some(v) => Err(Error::InvalidArgument(format!(
+                    "flag -{name}: bad bool {v:?}"
+                ))),
             }
         };
         match name {
@@ -57,9 +59,9 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Args> {
             "namespace" | "id" | "address" | "publish-binary" | "bundle" | "socket" => {
                 let value = match inline {
                     Some(v) => v,
-                    None => it
-                        .next()
-                        .ok_or_else(|| Error::InvalidArgument(format!("flag -{name} needs a value")))?,
+                    None => it.next().ok_or_else(|| {
+                        Error::InvalidArgument(format!("flag -{name} needs a value"))
+                    })?,
                 };
                 let slot = match name {
                     "namespace" => &mut args.namespace,
@@ -99,7 +101,10 @@ mod tests {
     #[test]
     fn equals_form_double_dash_and_delete() {
         let a = p("--namespace=k8s.io -id=x -bundle /b delete").unwrap();
-        assert_eq!((a.namespace.as_str(), a.id.as_str(), a.bundle.as_str()), ("k8s.io", "x", "/b"));
+        assert_eq!(
+            (a.namespace.as_str(), a.id.as_str(), a.bundle.as_str()),
+            ("k8s.io", "x", "/b")
+        );
         assert_eq!(a.action, Action::Delete);
     }
 

@@ -24,7 +24,10 @@ use crate::options::{is_type, RuncOptions};
 
 const DEFAULT_SOCKET_DIR: &str = "/run/containerd/s";
 /// Annotations that put containers into one shim, in the order the Go shim checks them.
-const GROUP_ANNOTATIONS: [&str; 2] = ["io.containerd.runc.v2.group", "io.kubernetes.cri.sandbox-id"];
+const GROUP_ANNOTATIONS: [&str; 2] = [
+    "io.containerd.runc.v2.group",
+    "io.kubernetes.cri.sandbox-id",
+];
 
 /// Which reply the caller reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,13 +59,24 @@ pub fn identify(args: &Args, stdin: &[u8]) -> Result<Caller> {
             .map(|any| RuncOptions::decode(&any.value))
             .transpose()?
             .unwrap_or_default();
-        let or = |a: &str, b: &str| if a.is_empty() { b.to_string() } else { a.to_string() };
+        let or = |a: &str, b: &str| {
+            if a.is_empty() {
+                b.to_string()
+            } else {
+                a.to_string()
+            }
+        };
         return Ok(Caller {
             reply: Reply::Protobuf,
             options,
             ttrpc_address: or(&p.containerd_ttrpc_address, &env_ttrpc),
             grpc_address: or(&p.containerd_grpc_address, &args.address),
-            socket_dir: PathBuf::from(p.socket_dir.as_deref().filter(|d| !d.is_empty()).unwrap_or(DEFAULT_SOCKET_DIR)),
+            socket_dir: PathBuf::from(
+                p.socket_dir
+                    .as_deref()
+                    .filter(|d| !d.is_empty())
+                    .unwrap_or(DEFAULT_SOCKET_DIR),
+            ),
         });
     }
     // Older callers pass the runtime options as a protobuf Any (or nothing).
@@ -93,7 +107,8 @@ pub fn identify(args: &Args, stdin: &[u8]) -> Result<Caller> {
 /// older callers send can also parse as parameters, so the identity must match.
 fn bootstrap_params(args: &Args, stdin: &[u8]) -> Option<BootstrapParams> {
     let p = BootstrapParams::parse_from_bytes(stdin).ok()?;
-    (!p.instance_id.is_empty() && p.instance_id == args.id && p.namespace == args.namespace).then_some(p)
+    (!p.instance_id.is_empty() && p.instance_id == args.id && p.namespace == args.namespace)
+        .then_some(p)
 }
 
 /// containerd 1.7 and 2.0–2.2 start shims alike; only the daemon's version tells them apart.
@@ -101,7 +116,12 @@ fn containerd_major(binary: &str) -> Option<u32> {
     if binary.is_empty() {
         return None;
     }
-    let out = Command::new(binary).arg("--version").stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
+    let out = Command::new(binary)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
     parse_major(&String::from_utf8_lossy(&out.stdout))
 }
 
@@ -115,7 +135,12 @@ fn parse_major(version: &str) -> Option<u32> {
 
 /// The socket address of a group, as the Go shim computes it, so that either shim finds
 /// the other's sockets: sha256 of `<containerd address>/<namespace>/<group>`.
-pub fn socket_address(dir: &Path, containerd_address: &str, namespace: &str, group: &str) -> String {
+pub fn socket_address(
+    dir: &Path,
+    containerd_address: &str,
+    namespace: &str,
+    group: &str,
+) -> String {
     let joined = Path::new(containerd_address).join(namespace).join(group);
     let digest = Sha256::digest(joined.to_string_lossy().as_bytes());
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
@@ -145,11 +170,18 @@ pub fn bundle_dir(args: &Args) -> Result<PathBuf> {
 /// Runs the `start` action and writes the reply to stdout.
 pub fn start(args: &Args) -> Result<Vec<u8>> {
     let mut stdin = Vec::new();
-    std::io::stdin().read_to_end(&mut stdin).context("read stdin")?;
+    std::io::stdin()
+        .read_to_end(&mut stdin)
+        .context("read stdin")?;
     let caller = identify(args, &stdin)?;
     let bundle = bundle_dir(args)?;
     let group = group(&bundle, &args.id);
-    let address = socket_address(&caller.socket_dir, &caller.grpc_address, &args.namespace, &group);
+    let address = socket_address(
+        &caller.socket_dir,
+        &caller.grpc_address,
+        &args.namespace,
+        &group,
+    );
     let path = PathBuf::from(address.trim_start_matches("unix://"));
 
     if UnixStream::connect(&path).is_err() {
@@ -189,16 +221,31 @@ fn listen(path: &Path) -> Result<UnixListener> {
     }
     UnixListener::bind(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::AddrInUse => Error::AlreadyExists(format!("socket {}", path.display())),
-        _ => Error::Io { context: format!("listen on {}", path.display()), source: e },
+        _ => Error::Io {
+            context: format!("listen on {}", path.display()),
+            source: e,
+        },
     })
 }
 
 /// Starts the serving shim in the bundle, with the listener as its fd 3 (as the Go shim
 /// does), in a process group of its own, detached from the caller's stdio.
-fn spawn_daemon(args: &Args, caller: &Caller, bundle: &Path, listener: &UnixListener) -> Result<u32> {
+fn spawn_daemon(
+    args: &Args,
+    caller: &Caller,
+    bundle: &Path,
+    listener: &UnixListener,
+) -> Result<u32> {
     let exe = std::env::current_exe().context("find own executable")?;
     let mut cmd = Command::new(exe);
-    cmd.args(["-namespace", &args.namespace, "-id", &args.id, "-address", &caller.grpc_address]);
+    cmd.args([
+        "-namespace",
+        &args.namespace,
+        "-id",
+        &args.id,
+        "-address",
+        &caller.grpc_address,
+    ]);
     if !args.publish_binary.is_empty() {
         cmd.args(["-publish-binary", &args.publish_binary]);
     }
@@ -225,7 +272,9 @@ fn spawn_daemon(args: &Args, caller: &Caller, bundle: &Path, listener: &UnixList
 /// containerd's own score (which the `start` process inherits). Raising needs no privilege.
 fn adjust_oom_score(pid: u32) {
     let own = std::fs::read_to_string("/proc/self/oom_score_adj").ok();
-    let Some(score) = own.and_then(|s| s.trim().parse::<i32>().ok()) else { return };
+    let Some(score) = own.and_then(|s| s.trim().parse::<i32>().ok()) else {
+        return;
+    };
     let target = (score + 1).min(1000);
     if let Err(e) = std::fs::write(format!("/proc/{pid}/oom_score_adj"), target.to_string()) {
         log::debug!("set shim oom_score_adj: {e}");
@@ -239,13 +288,23 @@ mod tests {
     use limpet_protos::runc_options::Options;
 
     fn args() -> Args {
-        Args { namespace: "k8s.io".into(), id: "c1".into(), address: "/run/containerd/containerd.sock".into(), ..Default::default() }
+        Args {
+            namespace: "k8s.io".into(),
+            id: "c1".into(),
+            address: "/run/containerd/containerd.sock".into(),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn the_socket_matches_the_go_shims() {
         // sha256("/run/containerd/containerd.sock/default/abc")
-        let a = socket_address(Path::new("/run/containerd/s"), "/run/containerd/containerd.sock", "default", "abc");
+        let a = socket_address(
+            Path::new("/run/containerd/s"),
+            "/run/containerd/containerd.sock",
+            "default",
+            "abc",
+        );
         let expected = Sha256::digest(b"/run/containerd/containerd.sock/default/abc");
         let hex: String = expected.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(a, format!("unix:///run/containerd/s/{hex}"));
@@ -253,55 +312,98 @@ mod tests {
 
     #[test]
     fn bootstrap_params_of_containerd_23_are_recognised() {
-        let opts = Options { binary_name: "crun".into(), ..Default::default() };
-        let any = Any { type_url: type_urls::RUNC_OPTIONS.into(), value: opts.write_to_bytes().unwrap(), ..Default::default() };
+        let opts = Options {
+            binary_name: "crun".into(),
+            ..Default::default()
+        };
+        let any = Any {
+            type_url: type_urls::RUNC_OPTIONS.into(),
+            value: opts.write_to_bytes().unwrap(),
+            ..Default::default()
+        };
         let p = BootstrapParams {
             instance_id: "c1".into(),
             namespace: "k8s.io".into(),
             containerd_ttrpc_address: "/x.ttrpc".into(),
             containerd_grpc_address: "/x".into(),
-            extensions: vec![Extension { value: Some(any).into(), ..Default::default() }],
+            extensions: vec![Extension {
+                value: Some(any).into(),
+                ..Default::default()
+            }],
             socket_dir: Some("/tmp/s".into()),
             ..Default::default()
         };
         let c = identify(&args(), &p.write_to_bytes().unwrap()).unwrap();
         assert_eq!(c.reply, Reply::Protobuf);
         assert_eq!(c.options.binary_name, "crun");
-        assert_eq!((c.ttrpc_address.as_str(), c.grpc_address.as_str()), ("/x.ttrpc", "/x"));
+        assert_eq!(
+            (c.ttrpc_address.as_str(), c.grpc_address.as_str()),
+            ("/x.ttrpc", "/x")
+        );
         assert_eq!(c.socket_dir, PathBuf::from("/tmp/s"));
         let r = BootstrapResult::parse_from_bytes(&reply(c.reply, "unix:///s")).unwrap();
-        assert_eq!((r.version, r.address.as_str(), r.protocol.as_str()), (3, "unix:///s", "ttrpc"));
+        assert_eq!(
+            (r.version, r.address.as_str(), r.protocol.as_str()),
+            (3, "unix:///s", "ttrpc")
+        );
     }
 
     #[test]
     fn legacy_runtime_options_are_not_mistaken_for_bootstrap_params() {
-        let opts = Options { root: "/r".into(), ..Default::default() };
-        let any = Any { type_url: type_urls::RUNC_OPTIONS.into(), value: opts.write_to_bytes().unwrap(), ..Default::default() };
+        let opts = Options {
+            root: "/r".into(),
+            ..Default::default()
+        };
+        let any = Any {
+            type_url: type_urls::RUNC_OPTIONS.into(),
+            value: opts.write_to_bytes().unwrap(),
+            ..Default::default()
+        };
         let c = identify(&args(), &any.write_to_bytes().unwrap()).unwrap();
         assert_ne!(c.reply, Reply::Protobuf);
         assert_eq!(c.options.root, "/r");
-        assert_eq!(identify(&args(), b"").unwrap().options, RuncOptions::default());
+        assert_eq!(
+            identify(&args(), b"").unwrap().options,
+            RuncOptions::default()
+        );
     }
 
     #[test]
     fn json_reply_of_containerd_2() {
-        let v: serde_json::Value = serde_json::from_slice(&reply(Reply::Json, "unix:///s")).unwrap();
-        assert_eq!(v, serde_json::json!({"version": 3, "address": "unix:///s", "protocol": "ttrpc"}));
+        let v: serde_json::Value =
+            serde_json::from_slice(&reply(Reply::Json, "unix:///s")).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"version": 3, "address": "unix:///s", "protocol": "ttrpc"})
+        );
         assert_eq!(reply(Reply::Address, "unix:///s"), b"unix:///s");
     }
 
     #[test]
     fn containerd_versions_are_read() {
-        assert_eq!(parse_major("containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1"), None);
-        assert_eq!(parse_major("containerd github.com/containerd/containerd v1.7.2 abc"), Some(1));
-        assert_eq!(parse_major("containerd github.com/containerd/containerd/v2 v2.3.1 abc"), Some(2));
+        assert_eq!(
+            parse_major("containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1"),
+            None
+        );
+        assert_eq!(
+            parse_major("containerd github.com/containerd/containerd v1.7.2 abc"),
+            Some(1)
+        );
+        assert_eq!(
+            parse_major("containerd github.com/containerd/containerd/v2 v2.3.1 abc"),
+            Some(2)
+        );
     }
 
     #[test]
     fn groups_come_from_annotations() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(group(dir.path(), "c1"), "c1");
-        std::fs::write(dir.path().join("config.json"), r#"{"annotations":{"io.kubernetes.cri.sandbox-id":"pod1"}}"#).unwrap();
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"annotations":{"io.kubernetes.cri.sandbox-id":"pod1"}}"#,
+        )
+        .unwrap();
         assert_eq!(group(dir.path(), "c1"), "pod1");
         std::fs::write(
             dir.path().join("config.json"),

@@ -41,16 +41,24 @@ impl ConsoleSocket {
     /// Receives the pty master runc sent while creating the process.
     pub fn receive(&self) -> Result<File> {
         let mut fds = [PollFd::new(self.listener.as_fd(), PollFlags::POLLIN)];
-        let ready = poll(&mut fds, PollTimeout::from(10_000u16)).context("wait for runc console")?;
+        let ready =
+            poll(&mut fds, PollTimeout::from(10_000u16)).context("wait for runc console")?;
         if ready == 0 {
-            return Err(Error::FailedPrecondition("runc did not send the console".into()));
+            return Err(Error::FailedPrecondition(
+                "runc did not send the console".into(),
+            ));
         }
         let (stream, _) = self.listener.accept().context("accept runc console")?;
         let mut buf = [0u8; 4096];
         let mut iov = [IoSliceMut::new(&mut buf)];
         let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-        let msg = recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
-            .context("receive runc console")?;
+        let msg = recvmsg::<()>(
+            stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .context("receive runc console")?;
         for cmsg in msg.cmsgs().context("read console control message")? {
             if let ControlMessageOwned::ScmRights(fds) = cmsg {
                 if let Some(&fd) = fds.first() {
@@ -65,7 +73,9 @@ impl ConsoleSocket {
                 }
             }
         }
-        Err(Error::FailedPrecondition("runc sent no console descriptor".into()))
+        Err(Error::FailedPrecondition(
+            "runc sent no console descriptor".into(),
+        ))
     }
 }
 
@@ -89,5 +99,7 @@ pub fn resize(master: &File, width: u32, height: u32) -> Result<()> {
     // SAFETY: TIOCSWINSZ reads one winsize from the pointer, which outlives the call.
     #[allow(unsafe_code)]
     let rc = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
-    nix::errno::Errno::result(rc).map(|_| ()).context("resize pty")
+    nix::errno::Errno::result(rc)
+        .map(|_| ())
+        .context("resize pty")
 }

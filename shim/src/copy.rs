@@ -33,8 +33,10 @@ pub fn pump(src: &impl AsFd, dst: &impl AsFd) {
 }
 
 fn pump_buffered(src: &impl AsFd, dst: &impl AsFd) {
-    let (Ok(src), Ok(dst)) = (src.as_fd().try_clone_to_owned(), dst.as_fd().try_clone_to_owned())
-    else {
+    let (Ok(src), Ok(dst)) = (
+        src.as_fd().try_clone_to_owned(),
+        dst.as_fd().try_clone_to_owned(),
+    ) else {
         return;
     };
     let (mut src, mut dst) = (File::from(src), File::from(dst));
@@ -56,7 +58,11 @@ fn pump_buffered(src: &impl AsFd, dst: &impl AsFd) {
 
 /// Starts a named pump thread with a small stack.
 pub fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
-    std::thread::Builder::new().name(name.into()).stack_size(STACK).spawn(f).map(|_| ())
+    std::thread::Builder::new()
+        .name(name.into())
+        .stack_size(STACK)
+        .spawn(f)
+        .map(|_| ())
 }
 
 /// Counts the output pumps of a process still running, so that Delete can wait until every
@@ -106,7 +112,14 @@ pub fn pump_stdin(fifo: File, _keep: File, dst: Arc<Mutex<Option<File>>>, cancel
         }
         let guard = dst.lock().unwrap_or_else(|p| p.into_inner());
         let Some(out) = guard.as_ref() else { return };
-        match splice(&fifo, None, out, None, CHUNK, SpliceFFlags::SPLICE_F_NONBLOCK) {
+        match splice(
+            &fifo,
+            None,
+            out,
+            None,
+            CHUNK,
+            SpliceFFlags::SPLICE_F_NONBLOCK,
+        ) {
             Ok(_) | Err(Errno::EAGAIN) | Err(Errno::EINTR) => {}
             Err(Errno::EINVAL) => {
                 let mut buf = [0u8; 4096];

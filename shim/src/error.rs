@@ -82,31 +82,46 @@ pub trait Context<T> {
 
 impl<T> Context<T> for std::result::Result<T, std::io::Error> {
     fn context<C: std::fmt::Display>(self, context: C) -> Result<T> {
-        self.map_err(|source| Error::Io { context: context.to_string(), source })
+        self.map_err(|source| Error::Io {
+            context: context.to_string(),
+            source,
+        })
     }
 }
 
 impl<T> Context<T> for std::result::Result<T, nix::Error> {
     fn context<C: std::fmt::Display>(self, context: C) -> Result<T> {
-        self.map_err(|source| Error::Sys { context: context.to_string(), source })
+        self.map_err(|source| Error::Sys {
+            context: context.to_string(),
+            source,
+        })
     }
 }
 
 impl<T> Context<T> for std::result::Result<T, serde_json::Error> {
     fn context<C: std::fmt::Display>(self, context: C) -> Result<T> {
-        self.map_err(|source| Error::Json { context: context.to_string(), source })
+        self.map_err(|source| Error::Json {
+            context: context.to_string(),
+            source,
+        })
     }
 }
 
 impl<T> Context<T> for std::result::Result<T, limpet_protos::protobuf::Error> {
     fn context<C: std::fmt::Display>(self, context: C) -> Result<T> {
-        self.map_err(|source| Error::Protobuf { context: context.to_string(), source })
+        self.map_err(|source| Error::Protobuf {
+            context: context.to_string(),
+            source,
+        })
     }
 }
 
 impl<T> Context<T> for std::result::Result<T, ttrpc::Error> {
     fn context<C: std::fmt::Display>(self, context: C) -> Result<T> {
-        self.map_err(|source| Error::Ttrpc { context: context.to_string(), source })
+        self.map_err(|source| Error::Ttrpc {
+            context: context.to_string(),
+            source,
+        })
     }
 }
 
@@ -115,9 +130,9 @@ impl<T> Context<T> for std::result::Result<T, ttrpc::Error> {
 pub fn validate_id(kind: &str, id: &str) -> Result<()> {
     let ok = !id.is_empty()
         && id.len() <= 76
-        && id.split(['.', '_', '-']).all(|part| {
-            !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric())
-        });
+        && id
+            .split(['.', '_', '-'])
+            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric()));
     if ok {
         Ok(())
     } else {
@@ -133,7 +148,17 @@ mod tests {
 
     #[test]
     fn ids_that_could_escape_a_directory_are_refused() {
-        for bad in ["", "..", "a/b", "../x", "a..b", "-a", "a-", "a b", &"x".repeat(77)] {
+        for bad in [
+            "",
+            "..",
+            "a/b",
+            "../x",
+            "a..b",
+            "-a",
+            "a-",
+            "a b",
+            &"x".repeat(77),
+        ] {
             assert!(validate_id("id", bad).is_err(), "{bad:?}");
         }
         for good in ["a", "exec-1", "c1.2_3", "0123456789abcdef"] {
@@ -145,6 +170,9 @@ mod tests {
     fn codes_map_to_containerd_errdefs() {
         assert_eq!(Error::NotFound("x".into()).code(), Code::NOT_FOUND);
         assert_eq!(Error::Unimplemented("x".into()).code(), Code::UNIMPLEMENTED);
-        assert_eq!(Error::AlreadyExists("x".into()).code(), Code::ALREADY_EXISTS);
+        assert_eq!(
+            Error::AlreadyExists("x".into()).code(),
+            Code::ALREADY_EXISTS
+        );
     }
 }

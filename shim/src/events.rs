@@ -7,11 +7,12 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use limpet_protos::api::ForwardRequest;
-use limpet_protos::Envelope;
 use limpet_protos::protobuf::well_known_types::any::Any;
 use limpet_protos::protobuf::well_known_types::timestamp::Timestamp;
-use limpet_protos::protobuf::MessageFull;
+use limpet_protos::protobuf::Message;
+use limpet_protos::topics;
 use limpet_protos::ttrpc::context;
+use limpet_protos::Envelope;
 use limpet_protos::EventsClient;
 
 pub struct Publisher {
@@ -25,15 +26,38 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 pub fn timestamp(t: SystemTime) -> Timestamp {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    Timestamp { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32, ..Default::default() }
+    Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+        ..Default::default()
+    }
 }
 
-/// Wraps a message in an `Any` named the way containerd's typeurl names protobuf messages.
-pub fn to_any<M: MessageFull>(msg: &M) -> Any {
+/// Wraps a message in an `Any` named `name`, the message's full protobuf name, which is how
+/// containerd's typeurl names protobuf messages. (The name is given rather than looked up:
+/// building protobuf descriptors at run time costs each shim hundreds of kilobytes.)
+pub fn to_any(name: &str, msg: &impl Message) -> Any {
     Any {
-        type_url: M::descriptor().full_name().to_string(),
+        type_url: name.to_string(),
         value: msg.write_to_bytes().unwrap_or_default(),
         ..Default::default()
+    }
+}
+
+/// The message type of each task event topic.
+fn event_type(topic: &str) -> &'static str {
+    match topic {
+        topics::TASK_CREATE_EVENT_TOPIC => "containerd.events.TaskCreate",
+        topics::TASK_START_EVENT_TOPIC => "containerd.events.TaskStart",
+        topics::TASK_OOM_EVENT_TOPIC => "containerd.events.TaskOOM",
+        topics::TASK_EXIT_EVENT_TOPIC => "containerd.events.TaskExit",
+        topics::TASK_DELETE_EVENT_TOPIC => "containerd.events.TaskDelete",
+        topics::TASK_EXEC_ADDED_EVENT_TOPIC => "containerd.events.TaskExecAdded",
+        topics::TASK_EXEC_STARTED_EVENT_TOPIC => "containerd.events.TaskExecStarted",
+        topics::TASK_PAUSED_EVENT_TOPIC => "containerd.events.TaskPaused",
+        topics::TASK_RESUMED_EVENT_TOPIC => "containerd.events.TaskResumed",
+        topics::TASK_CHECKPOINTED_EVENT_TOPIC => "containerd.events.TaskCheckpointed",
+        _ => "",
     }
 }
 
@@ -59,15 +83,18 @@ impl Publisher {
         Ok(publisher)
     }
 
-    pub fn publish(&self, topic: &str, event: &impl MessageFull) {
+    pub fn publish(&self, topic: &str, event: &impl Message) {
         let envelope = Envelope {
             timestamp: Some(timestamp(SystemTime::now())).into(),
             namespace: self.namespace.clone(),
             topic: topic.to_string(),
-            event: Some(to_any(event)).into(),
+            event: Some(to_any(event_type(topic), event)).into(),
             ..Default::default()
         };
-        let req = ForwardRequest { envelope: Some(envelope).into(), ..Default::default() };
+        let req = ForwardRequest {
+            envelope: Some(envelope).into(),
+            ..Default::default()
+        };
         self.lock().push_back(req);
         self.changed.notify_all();
     }
@@ -85,7 +112,11 @@ impl Publisher {
             if left.is_zero() {
                 return false;
             }
-            q = self.changed.wait_timeout(q, left).unwrap_or_else(|p| p.into_inner()).0;
+            q = self
+                .changed
+                .wait_timeout(q, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
         true
     }
@@ -115,7 +146,12 @@ impl Publisher {
             match sent {
                 Ok(_) => {
                     backoff = Duration::from_millis(50);
-                    self.lock().pop_front();
+                    let mut q = self.lock();
+                    q.pop_front();
+                    if q.is_empty() {
+                        // Events come in bursts; an idle connection would keep two threads.
+                        client = None;
+                    }
                     self.changed.notify_all();
                 }
                 Err(e) => {
@@ -126,5 +162,48 @@ impl Publisher {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use limpet_protos::events::task::TaskExit;
+    use limpet_protos::protobuf::MessageFull;
+
+    #[test]
+    fn event_type_names_are_the_messages_full_names() {
+        assert_eq!(
+            event_type(topics::TASK_EXIT_EVENT_TOPIC),
+            TaskExit::descriptor().full_name()
+        );
+        for topic in [
+            topics::TASK_CREATE_EVENT_TOPIC,
+            topics::TASK_START_EVENT_TOPIC,
+            topics::TASK_OOM_EVENT_TOPIC,
+            topics::TASK_DELETE_EVENT_TOPIC,
+            topics::TASK_EXEC_ADDED_EVENT_TOPIC,
+            topics::TASK_EXEC_STARTED_EVENT_TOPIC,
+            topics::TASK_PAUSED_EVENT_TOPIC,
+            topics::TASK_RESUMED_EVENT_TOPIC,
+            topics::TASK_CHECKPOINTED_EVENT_TOPIC,
+        ] {
+            assert!(
+                event_type(topic).starts_with("containerd.events.Task"),
+                "{topic}"
+            );
+        }
+    }
+
+    #[test]
+    fn events_wait_in_order_while_nobody_listens() {
+        let p = Publisher::start("", "ns").unwrap();
+        p.publish(topics::TASK_START_EVENT_TOPIC, &TaskExit::default());
+        p.publish(topics::TASK_EXIT_EVENT_TOPIC, &TaskExit::default());
+        let q = p.lock();
+        let topics: Vec<_> = q.iter().map(|r| r.envelope.topic.clone()).collect();
+        assert_eq!(topics, ["/tasks/start", "/tasks/exit"]);
+        assert_eq!(q[1].envelope.event.type_url, "containerd.events.TaskExit");
+        assert_eq!(q[1].envelope.namespace, "ns");
     }
 }

@@ -4,7 +4,7 @@
 use std::io::Read;
 
 use limpet_protos::protobuf::well_known_types::any::Any;
-use limpet_protos::protobuf::{Message, MessageFull};
+use limpet_protos::protobuf::Message;
 use limpet_protos::types::introspection::{RuntimeInfo, RuntimeVersion};
 
 use crate::error::{Context, Result};
@@ -44,9 +44,13 @@ pub fn info() -> Result<Vec<u8>> {
         })
         .into(),
         options: options.into(),
-        features: Some(Any { type_url: FEATURES_TYPE.into(), value: features, ..Default::default() }).into(),
+        features: Some(Any {
+            type_url: FEATURES_TYPE.into(),
+            value: features,
+            ..Default::default()
+        })
+        .into(),
         ..Default::default()
     };
-    debug_assert_eq!(RuntimeInfo::descriptor().name(), "RuntimeInfo");
     Ok(info.write_to_bytes().unwrap_or_default())
 }

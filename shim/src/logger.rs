@@ -15,7 +15,10 @@ struct FifoLogger {
 
 impl log::Log for FifoLogger {
     fn enabled(&self, m: &log::Metadata) -> bool {
+        // Libraries (ttrpc) speak only of problems unless debugging.
+        let own = m.target().starts_with(env!("CARGO_CRATE_NAME"));
         m.level() <= self.level
+            && (own || m.level() <= log::Level::Warn || self.level >= log::LevelFilter::Debug)
     }
 
     fn log(&self, r: &log::Record) {
@@ -29,8 +32,15 @@ impl log::Log for FifoLogger {
             log::Level::Debug => "debug",
             log::Level::Trace => "trace",
         };
-        let msg = r.args().to_string().replace('\\', "\\\\").replace('"', "\\\"");
-        let line = format!("time=\"{}\" level={level} msg=\"{msg}\" runtime=limpet\n", rfc3339(SystemTime::now()));
+        let msg = r
+            .args()
+            .to_string()
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"");
+        let line = format!(
+            "time=\"{}\" level={level} msg=\"{msg}\" runtime=limpet\n",
+            rfc3339(SystemTime::now())
+        );
         let _ = (&self.out).write_all(line.as_bytes());
     }
 
@@ -39,8 +49,15 @@ impl log::Log for FifoLogger {
 
 /// Logs to `<bundle>/log` when the master opened it for reading; otherwise nowhere.
 pub fn init(bundle: &Path, debug: bool) {
-    let level = if debug { log::LevelFilter::Debug } else { log::LevelFilter::Info };
-    let opened = OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(bundle.join("log"));
+    let level = if debug {
+        log::LevelFilter::Debug
+    } else {
+        log::LevelFilter::Info
+    };
+    let opened = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(bundle.join("log"));
     if let Ok(out) = opened {
         if log::set_boxed_logger(Box::new(FifoLogger { out, level })).is_ok() {
             log::set_max_level(level);
@@ -85,7 +102,10 @@ mod tests {
     fn timestamps_are_rfc3339_utc() {
         let t = SystemTime::UNIX_EPOCH + Duration::new(1_764_100_000, 123_456_789);
         assert_eq!(rfc3339(t), "2025-11-25T19:46:40.123456789Z");
-        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(
+            rfc3339(SystemTime::UNIX_EPOCH),
+            "1970-01-01T00:00:00.000000000Z"
+        );
         let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
         assert!(rfc3339(leap).starts_with("2000-02-29T"));
     }

@@ -33,14 +33,20 @@ fn main() {
         Err(e) => fail(&e),
     };
     if args.version {
-        println!("{}:\n  Version:  {}\n", std::env::args().next().unwrap_or_default(), env!("CARGO_PKG_VERSION"));
+        println!(
+            "{}:\n  Version:  {}\n",
+            std::env::args().next().unwrap_or_default(),
+            env!("CARGO_PKG_VERSION")
+        );
         return;
     }
     let result = if args.info {
         with_reaper(info::info)
     } else {
         if args.namespace.is_empty() {
-            fail(&error::Error::InvalidArgument("shim namespace cannot be empty".into()));
+            fail(&error::Error::InvalidArgument(
+                "shim namespace cannot be empty".into(),
+            ));
         }
         match args.action {
             Action::Start => bootstrap::start(&args),
@@ -51,7 +57,11 @@ fn main() {
     match result {
         Ok(out) => {
             let mut stdout = std::io::stdout();
-            if stdout.write_all(&out).and_then(|()| stdout.flush()).is_err() {
+            if stdout
+                .write_all(&out)
+                .and_then(|()| stdout.flush())
+                .is_err()
+            {
                 std::process::exit(1);
             }
         }
@@ -66,7 +76,10 @@ fn with_reaper<T>(f: impl FnOnce() -> error::Result<T>) -> error::Result<T> {
         .name("reaper".into())
         .stack_size(128 * 1024)
         .spawn(|| reaper::reaper().reap_loop(|_| {}))
-        .map_err(|e| error::Error::Io { context: "start reaper".into(), source: e })?;
+        .map_err(|e| error::Error::Io {
+            context: "start reaper".into(),
+            source: e,
+        })?;
     f()
 }
 

@@ -78,22 +78,47 @@ fn parse_options(options: &[String]) -> Parsed {
             flags.insert(set);
         }
     }
-    Parsed { flags, propagation, data: data.join(",") }
+    Parsed {
+        flags,
+        propagation,
+        data: data.join(","),
+    }
 }
 
 impl Mount {
     pub fn mount(&self, target: &Path) -> Result<()> {
         let p = parse_options(&self.options);
         let data = (!p.data.is_empty()).then_some(p.data.as_str());
-        let ctx = || format!("mount {} {} on {}", self.kind, self.source, target.display());
-        mount(Some(self.source.as_str()), target, Some(self.kind.as_str()), p.flags, data).context(ctx())?;
+        let ctx = || {
+            format!(
+                "mount {} {} on {}",
+                self.kind,
+                self.source,
+                target.display()
+            )
+        };
+        mount(
+            Some(self.source.as_str()),
+            target,
+            Some(self.kind.as_str()),
+            p.flags,
+            data,
+        )
+        .context(ctx())?;
         // A bind mount ignores MS_RDONLY until it is remounted.
         if p.flags.contains(MsFlags::MS_BIND) && p.flags.contains(MsFlags::MS_RDONLY) {
             let flags = p.flags | MsFlags::MS_REMOUNT;
             mount(None::<&str>, target, None::<&str>, flags, None::<&str>).context(ctx())?;
         }
         if !p.propagation.is_empty() {
-            mount(None::<&str>, target, None::<&str>, p.propagation, None::<&str>).context(ctx())?;
+            mount(
+                None::<&str>,
+                target,
+                None::<&str>,
+                p.propagation,
+                None::<&str>,
+            )
+            .context(ctx())?;
         }
         Ok(())
     }
@@ -117,10 +142,14 @@ pub fn unmount_all(target: &Path) -> Result<()> {
             Ok(()) => continue,
             Err(Errno::EINVAL) | Err(Errno::ENOENT) => return Ok(()),
             Err(Errno::EBUSY) => {
-                umount2(target, MntFlags::MNT_DETACH).context(format!("unmount {}", target.display()))?;
+                umount2(target, MntFlags::MNT_DETACH)
+                    .context(format!("unmount {}", target.display()))?;
             }
             Err(e) => {
-                return Err(Error::Sys { context: format!("unmount {}", target.display()), source: e })
+                return Err(Error::Sys {
+                    context: format!("unmount {}", target.display()),
+                    source: e,
+                })
             }
         }
     }
@@ -136,7 +165,13 @@ mod tests {
 
     #[test]
     fn flags_and_data_are_separated() {
-        let p = parse_options(&opts(&["ro", "nosuid", "lowerdir=/a:/b", "upperdir=/u", "index=off"]));
+        let p = parse_options(&opts(&[
+            "ro",
+            "nosuid",
+            "lowerdir=/a:/b",
+            "upperdir=/u",
+            "index=off",
+        ]));
         assert_eq!(p.flags, MsFlags::MS_RDONLY | MsFlags::MS_NOSUID);
         assert_eq!(p.data, "lowerdir=/a:/b,upperdir=/u,index=off");
         let p = parse_options(&opts(&["rbind", "ro", "rw", "rprivate"]));
@@ -162,10 +197,17 @@ mod tests {
         let src = tempfile::tempdir().unwrap();
         std::fs::write(src.path().join("f"), "x").unwrap();
         let dst = tempfile::tempdir().unwrap();
-        let m = Mount { kind: "bind".into(), source: src.path().display().to_string(), options: opts(&["rbind", "ro"]) };
+        let m = Mount {
+            kind: "bind".into(),
+            source: src.path().display().to_string(),
+            options: opts(&["rbind", "ro"]),
+        };
         mount_all(&[m], dst.path()).unwrap();
         assert_eq!(std::fs::read_to_string(dst.path().join("f")).unwrap(), "x");
-        assert!(std::fs::write(dst.path().join("g"), "y").is_err(), "read-only bind mount");
+        assert!(
+            std::fs::write(dst.path().join("g"), "y").is_err(),
+            "read-only bind mount"
+        );
         unmount_all(dst.path()).unwrap();
         assert!(!dst.path().join("f").exists());
     }

@@ -104,7 +104,12 @@ impl RuncOptions {
             Err(e) => return Err(e).context(format!("read {}", path.display())),
         };
         let v: Value = serde_json::from_str(&text).context(format!("parse {}", path.display()))?;
-        let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+        let s = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
         let b = |k: &str| v.get(k).and_then(Value::as_bool).unwrap_or_default();
         let u = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or_default() as u32;
         Ok(RuncOptions {
@@ -128,7 +133,11 @@ mod tests {
     use super::*;
 
     fn any_of(o: &Options) -> Any {
-        Any { type_url: type_urls::RUNC_OPTIONS.into(), value: o.write_to_bytes().unwrap(), ..Default::default() }
+        Any {
+            type_url: type_urls::RUNC_OPTIONS.into(),
+            value: o.write_to_bytes().unwrap(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -146,27 +155,50 @@ mod tests {
         assert_eq!(got.binary_name, "crun");
         assert_eq!(got.io_owner(), Some((1000, 1001)));
         assert!(got.systemd_cgroup && got.no_pivot_root);
-        let other = Any { type_url: "x.Other".into(), value: vec![1, 2], ..Default::default() };
-        assert_eq!(RuncOptions::from_any(Some(&other)).unwrap(), RuncOptions::default());
+        let other = Any {
+            type_url: "x.Other".into(),
+            value: vec![1, 2],
+            ..Default::default()
+        };
+        assert_eq!(
+            RuncOptions::from_any(Some(&other)).unwrap(),
+            RuncOptions::default()
+        );
         assert_eq!(RuncOptions::from_any(None).unwrap(), RuncOptions::default());
     }
 
     #[test]
     fn the_old_criu_path_field_is_honoured() {
-        let mut bytes = Options { root: "/r".into(), ..Default::default() }.write_to_bytes().unwrap();
+        let mut bytes = Options {
+            root: "/r".into(),
+            ..Default::default()
+        }
+        .write_to_bytes()
+        .unwrap();
         // field 8, length-delimited: "/usr/sbin/criu"
         bytes.push((8 << 3) | 2);
         bytes.push(14);
         bytes.extend_from_slice(b"/usr/sbin/criu");
         let got = RuncOptions::decode(&bytes).unwrap();
-        assert_eq!((got.root.as_str(), got.criu_path.as_str()), ("/r", "/usr/sbin/criu"));
+        assert_eq!(
+            (got.root.as_str(), got.criu_path.as_str()),
+            ("/r", "/usr/sbin/criu")
+        );
     }
 
     #[test]
     fn options_survive_the_bundle_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(RuncOptions::load(dir.path()).unwrap(), RuncOptions::default());
-        let o = RuncOptions { binary_name: "crun".into(), root: "/x".into(), io_uid: 7, ..Default::default() };
+        assert_eq!(
+            RuncOptions::load(dir.path()).unwrap(),
+            RuncOptions::default()
+        );
+        let o = RuncOptions {
+            binary_name: "crun".into(),
+            root: "/x".into(),
+            io_uid: 7,
+            ..Default::default()
+        };
         o.save(dir.path()).unwrap();
         assert_eq!(RuncOptions::load(dir.path()).unwrap(), o);
     }

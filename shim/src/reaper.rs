@@ -34,7 +34,10 @@ pub struct Reaper {
 
 pub fn reaper() -> &'static Reaper {
     static REAPER: OnceLock<Reaper> = OnceLock::new();
-    REAPER.get_or_init(|| Reaper { commands: Mutex::new(HashMap::new()), done: Condvar::new() })
+    REAPER.get_or_init(|| Reaper {
+        commands: Mutex::new(HashMap::new()),
+        done: Condvar::new(),
+    })
 }
 
 /// The signals the shim handles synchronously; blocked in every thread (call this before
@@ -108,9 +111,8 @@ impl Reaper {
     pub fn reap_loop(&self, mut on_exit: impl FnMut(Exit)) -> ! {
         let set = handled_signals();
         loop {
-            match set.wait() {
-                Ok(Signal::SIGCHLD) => self.reap_all(&mut on_exit),
-                Ok(_) | Err(_) => {}
+            if let Ok(Signal::SIGCHLD) = set.wait() {
+                self.reap_all(&mut on_exit);
             }
         }
     }
@@ -126,7 +128,9 @@ impl Reaper {
                 }
                 Ok(s) => s,
             };
-            let Some((pid, code)) = exit_status(status) else { continue };
+            let Some((pid, code)) = exit_status(status) else {
+                continue;
+            };
             let at = SystemTime::now();
             {
                 let mut commands = self.lock();
@@ -136,7 +140,11 @@ impl Reaper {
                     continue;
                 }
             }
-            on_exit(Exit { pid, status: code, at });
+            on_exit(Exit {
+                pid,
+                status: code,
+                at,
+            });
         }
     }
 
@@ -148,7 +156,9 @@ impl Reaper {
     /// locked while the child is spawned, so the reaper cannot take its exit first.
     pub fn spawn(&self, cmd: &mut Command) -> Result<(std::process::Child, i32)> {
         let mut commands = self.lock();
-        let child = cmd.spawn().context(format!("start {:?}", cmd.get_program()))?;
+        let child = cmd
+            .spawn()
+            .context(format!("start {:?}", cmd.get_program()))?;
         let pid = child.id() as i32;
         commands.insert(pid, None);
         Ok((child, pid))
@@ -175,9 +185,13 @@ impl Reaper {
 
     /// Runs `cmd` to completion with `input` on its stdin, collecting stdout and stderr.
     pub fn output(&self, cmd: &mut Command, input: Option<&[u8]>) -> Result<Output> {
-        cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let (mut child, pid) = self.spawn(cmd)?;
         if let (Some(mut stdin), Some(input)) = (child.stdin.take(), input) {
             // Small payloads (resource JSON): they fit in the pipe.
@@ -190,7 +204,11 @@ impl Reaper {
             _ => (Vec::new(), Vec::new()),
         };
         let status = self.wait(pid);
-        Ok(Output { status, stdout, stderr })
+        Ok(Output {
+            status,
+            stdout,
+            stderr,
+        })
     }
 
     /// Runs `cmd` to completion with the stdio it was given.
@@ -249,7 +267,11 @@ pub fn check(command: &str, out: &Output) -> Result<()> {
     if out.status == 0 {
         return Ok(());
     }
-    let said = String::from_utf8_lossy(if out.stderr.is_empty() { &out.stdout } else { &out.stderr });
+    let said = String::from_utf8_lossy(if out.stderr.is_empty() {
+        &out.stdout
+    } else {
+        &out.stderr
+    });
     Err(Error::Runc {
         command: command.to_string(),
         message: format!("exit status {}: {}", out.status, said.trim()),

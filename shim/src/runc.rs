@@ -52,7 +52,11 @@ impl Runc {
     /// runc as the options of a task configure it; the root defaults to containerd's
     /// `/run/containerd/runc/<namespace>`.
     pub fn new(opts: &RuncOptions, namespace: &str, bundle: &Path) -> Runc {
-        let binary = if opts.binary_name.is_empty() { "runc" } else { &opts.binary_name };
+        let binary = if opts.binary_name.is_empty() {
+            "runc"
+        } else {
+            &opts.binary_name
+        };
         let root = if opts.root.is_empty() {
             Path::new(DEFAULT_ROOT).join(namespace)
         } else {
@@ -69,7 +73,11 @@ impl Runc {
 
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.binary);
-        cmd.arg("--root").arg(&self.root).arg("--log").arg(&self.log).args(["--log-format", "json"]);
+        cmd.arg("--root")
+            .arg(&self.root)
+            .arg("--log")
+            .arg(&self.log)
+            .args(["--log-format", "json"]);
         if self.systemd_cgroup {
             cmd.arg("--systemd-cgroup");
         }
@@ -83,7 +91,9 @@ impl Runc {
     /// Runs a command whose output the shim reads.
     fn run(&self, args: &[&str], input: Option<&[u8]>) -> Result<Vec<u8>> {
         let mut cmd = self.command(args);
-        let out = reaper().output(&mut cmd, input).map_err(|e| self.not_found(e))?;
+        let out = reaper()
+            .output(&mut cmd, input)
+            .map_err(|e| self.not_found(e))?;
         check(args[0], &out).map_err(|e| self.with_log_error(args[0], e))?;
         Ok(out.stdout)
     }
@@ -91,14 +101,19 @@ impl Runc {
     /// Runs a command that passes stdio on to a container process.
     fn run_with_stdio(&self, args: &[&str], stdio: ProcessStdio, cwd: Option<&Path>) -> Result<()> {
         let mut cmd = self.command(args);
-        cmd.stdin(stdio.stdin).stdout(stdio.stdout).stderr(stdio.stderr);
+        cmd.stdin(stdio.stdin)
+            .stdout(stdio.stdout)
+            .stderr(stdio.stderr);
         if let Some(dir) = cwd {
             cmd.current_dir(dir);
         }
         let status = reaper().status(&mut cmd).map_err(|e| self.not_found(e))?;
         drop(cmd);
         if status != 0 {
-            let e = Error::Runc { command: args[0].to_string(), message: format!("exit status {status}") };
+            let e = Error::Runc {
+                command: args[0].to_string(),
+                message: format!("exit status {status}"),
+            };
             return Err(self.with_log_error(args[0], e));
         }
         Ok(())
@@ -107,7 +122,10 @@ impl Runc {
     fn not_found(&self, e: Error) -> Error {
         match e {
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-                Error::FailedPrecondition(format!("runtime binary {} not found", self.binary.display()))
+                Error::FailedPrecondition(format!(
+                    "runtime binary {} not found",
+                    self.binary.display()
+                ))
             }
             e => e,
         }
@@ -116,12 +134,21 @@ impl Runc {
     /// runc's last error message from its log replaces the bare exit status.
     fn with_log_error(&self, command: &str, e: Error) -> Error {
         match last_log_error(&self.log) {
-            Some(message) => Error::Runc { command: command.to_string(), message },
+            Some(message) => Error::Runc {
+                command: command.to_string(),
+                message,
+            },
             None => e,
         }
     }
 
-    pub fn create(&self, id: &str, bundle: &Path, opts: &CreateOpts, stdio: ProcessStdio) -> Result<()> {
+    pub fn create(
+        &self,
+        id: &str,
+        bundle: &Path,
+        opts: &CreateOpts,
+        stdio: ProcessStdio,
+    ) -> Result<()> {
         let bundle_s = bundle.to_string_lossy();
         let pid_file = opts.pid_file.to_string_lossy();
         let mut args = vec!["create", "--bundle", &bundle_s, "--pid-file", &pid_file];
@@ -154,7 +181,14 @@ impl Runc {
     ) -> Result<()> {
         let process = process.to_string_lossy();
         let pid_file = pid_file.to_string_lossy();
-        let mut args = vec!["exec", "--detach", "--process", &process, "--pid-file", &pid_file];
+        let mut args = vec![
+            "exec",
+            "--detach",
+            "--process",
+            &process,
+            "--pid-file",
+            &pid_file,
+        ];
         let console;
         if let Some(sock) = console_socket {
             console = sock.to_string_lossy();
@@ -175,7 +209,11 @@ impl Runc {
     }
 
     pub fn delete(&self, id: &str, force: bool) -> Result<()> {
-        let args: &[&str] = if force { &["delete", "--force", id] } else { &["delete", id] };
+        let args: &[&str] = if force {
+            &["delete", "--force", id]
+        } else {
+            &["delete", id]
+        };
         self.run(args, None).map(|_| ())
     }
 
@@ -194,7 +232,8 @@ impl Runc {
 
     /// Applies OCI `LinuxResources` given as JSON.
     pub fn update(&self, id: &str, resources_json: &[u8]) -> Result<()> {
-        self.run(&["update", "--resources", "-", id], Some(resources_json)).map(|_| ())
+        self.run(&["update", "--resources", "-", id], Some(resources_json))
+            .map(|_| ())
     }
 
     pub fn checkpoint(&self, id: &str, opts: &CheckpointOpts) -> Result<()> {
@@ -236,7 +275,14 @@ impl Runc {
         let bundle_s = bundle.to_string_lossy();
         let pid_file = opts.pid_file.to_string_lossy();
         let mut args = vec![
-            "restore", "--detach", "--bundle", &bundle_s, "--pid-file", &pid_file, "--image-path", image_path,
+            "restore",
+            "--detach",
+            "--bundle",
+            &bundle_s,
+            "--pid-file",
+            &pid_file,
+            "--image-path",
+            image_path,
         ];
         if !work_path.is_empty() {
             args.extend(["--work-path", work_path]);
@@ -257,7 +303,9 @@ impl Runc {
     pub fn features(&self) -> Result<Vec<u8>> {
         let mut cmd = Command::new(&self.binary);
         cmd.arg("features");
-        let out = reaper().output(&mut cmd, None).map_err(|e| self.not_found(e))?;
+        let out = reaper()
+            .output(&mut cmd, None)
+            .map_err(|e| self.not_found(e))?;
         check("features", &out)?;
         Ok(out.stdout)
     }
@@ -275,9 +323,9 @@ pub fn last_log_error(path: &Path) -> Option<String> {
 /// Reads a pid file runc wrote.
 pub fn read_pid_file(path: &Path) -> Result<i32> {
     let text = std::fs::read_to_string(path).context(format!("read {}", path.display()))?;
-    text.trim()
-        .parse()
-        .map_err(|_| Error::FailedPrecondition(format!("{}: bad pid {:?}", path.display(), text.trim())))
+    text.trim().parse().map_err(|_| {
+        Error::FailedPrecondition(format!("{}: bad pid {:?}", path.display(), text.trim()))
+    })
 }
 
 #[cfg(test)]
@@ -311,8 +359,15 @@ mod tests {
         let r = Runc::new(&RuncOptions::default(), "k8s.io", bundle);
         assert_eq!(r.binary, PathBuf::from("runc"));
         assert_eq!(r.root, PathBuf::from("/run/containerd/runc/k8s.io"));
-        let o = RuncOptions { binary_name: "crun".into(), root: "/r".into(), ..Default::default() };
+        let o = RuncOptions {
+            binary_name: "crun".into(),
+            root: "/r".into(),
+            ..Default::default()
+        };
         let r = Runc::new(&o, "default", bundle);
-        assert_eq!((r.binary, r.root), (PathBuf::from("crun"), PathBuf::from("/r/default")));
+        assert_eq!(
+            (r.binary, r.root),
+            (PathBuf::from("crun"), PathBuf::from("/r/default"))
+        );
     }
 }

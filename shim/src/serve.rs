@@ -28,13 +28,22 @@ pub fn serve(args: &Args) -> Result<()> {
     crate::logger::init(&bundle, args.debug);
 
     let ttrpc_address = std::env::var("TTRPC_ADDRESS").unwrap_or_default();
-    let publisher = Publisher::start(&ttrpc_address, &args.namespace).context("start event publisher")?;
+    let publisher =
+        Publisher::start(&ttrpc_address, &args.namespace).context("start event publisher")?;
     let oom = {
         let p = publisher.clone();
         let on_oom = move |id: &str| {
-            p.publish(topics::TASK_OOM_EVENT_TOPIC, &TaskOOM { container_id: id.to_string(), ..Default::default() })
+            p.publish(
+                topics::TASK_OOM_EVENT_TOPIC,
+                &TaskOOM {
+                    container_id: id.to_string(),
+                    ..Default::default()
+                },
+            )
         };
-        OomWatcher::start(Box::new(on_oom)).inspect_err(|e| log::warn!("no OOM events: {e}")).ok()
+        OomWatcher::start(Box::new(on_oom))
+            .inspect_err(|e| log::warn!("no OOM events: {e}"))
+            .ok()
     };
     let shim = Arc::new(Shim::new(&args.namespace, publisher.clone(), oom));
 
@@ -56,13 +65,20 @@ pub fn serve(args: &Args) -> Result<()> {
     })?;
 
     let (shutdown_tx, shutdown_rx) = mpsc::channel();
-    let service = Arc::new(Service { shim: shim.clone(), shutdown: Mutex::new(shutdown_tx) });
+    let service = Arc::new(Service {
+        shim: shim.clone(),
+        shutdown: Mutex::new(shutdown_tx),
+    });
     let listener = listener(args)?;
     let socket_path = socket_path(&listener);
     let mut server = ttrpc::Server::new()
         .add_listener(std::os::fd::IntoRawFd::into_raw_fd(listener))
         .context("listen")?
-        .register_service(limpet_protos::task_service(service));
+        .register_service(limpet_protos::task_service(service))
+        // Per connection: one idle worker beyond the busy ones (Wait blocks a worker).
+        .set_thread_count_min(1)
+        .set_thread_count_default(2)
+        .set_thread_count_max(3);
     server.start().context("start ttrpc server")?;
     log::debug!("serving {}", args.id);
 
@@ -88,7 +104,8 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<()> {
 fn listener(args: &Args) -> Result<OwnedFd> {
     if !args.socket.is_empty() {
         let path = args.socket.trim_start_matches("unix://");
-        let l = std::os::unix::net::UnixListener::bind(path).context(format!("listen on {path}"))?;
+        let l =
+            std::os::unix::net::UnixListener::bind(path).context(format!("listen on {path}"))?;
         return Ok(OwnedFd::from(l));
     }
     nix::fcntl::fcntl(LISTENER_FD, nix::fcntl::FcntlArg::F_GETFD).context("no listener on fd 3")?;

@@ -19,7 +19,11 @@ pub struct Service {
 type R<T> = ttrpc::Result<T>;
 
 fn wait_response(e: Exited) -> WaitResponse {
-    WaitResponse { exit_status: e.status, exited_at: e.at.map(timestamp).into(), ..Default::default() }
+    WaitResponse {
+        exit_status: e.status,
+        exited_at: e.at.map(timestamp).into(),
+        ..Default::default()
+    }
 }
 
 impl Task for Service {
@@ -28,13 +32,22 @@ impl Task for Service {
     }
 
     fn create(&self, _: &TtrpcContext, r: CreateTaskRequest) -> R<CreateTaskResponse> {
-        let pid = self.shim.create(&r).inspect_err(|e| log::warn!("create {}: {e}", r.id))?;
-        Ok(CreateTaskResponse { pid, ..Default::default() })
+        let pid = self
+            .shim
+            .create(&r)
+            .inspect_err(|e| log::warn!("create {}: {e}", r.id))?;
+        Ok(CreateTaskResponse {
+            pid,
+            ..Default::default()
+        })
     }
 
     fn start(&self, _: &TtrpcContext, r: StartRequest) -> R<StartResponse> {
         let pid = self.shim.start(&r.id, &r.exec_id)?;
-        Ok(StartResponse { pid, ..Default::default() })
+        Ok(StartResponse {
+            pid,
+            ..Default::default()
+        })
     }
 
     fn delete(&self, _: &TtrpcContext, r: DeleteRequest) -> R<DeleteResponse> {
@@ -48,7 +61,10 @@ impl Task for Service {
     }
 
     fn pids(&self, _: &TtrpcContext, r: PidsRequest) -> R<PidsResponse> {
-        Ok(PidsResponse { processes: self.shim.pids(&r.id)?, ..Default::default() })
+        Ok(PidsResponse {
+            processes: self.shim.pids(&r.id)?,
+            ..Default::default()
+        })
     }
 
     fn pause(&self, _: &TtrpcContext, r: PauseRequest) -> R<Empty> {
@@ -96,7 +112,10 @@ impl Task for Service {
     }
 
     fn stats(&self, _: &TtrpcContext, r: StatsRequest) -> R<StatsResponse> {
-        Ok(StatsResponse { stats: Some(self.shim.stats(&r.id)?).into(), ..Default::default() })
+        Ok(StatsResponse {
+            stats: Some(self.shim.stats(&r.id)?).into(),
+            ..Default::default()
+        })
     }
 
     fn connect(&self, _: &TtrpcContext, r: ConnectRequest) -> R<ConnectResponse> {
@@ -113,7 +132,11 @@ impl Task for Service {
         if !r.now && !self.shim.is_empty() {
             return Ok(Empty::new());
         }
-        let _ = self.shutdown.lock().unwrap_or_else(|p| p.into_inner()).send(());
+        let _ = self
+            .shutdown
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(());
         Ok(Empty::new())
     }
 }

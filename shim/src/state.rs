@@ -34,14 +34,18 @@ impl Status {
             // A process can die at any moment before it is deleted, even before it started.
             (Created | Running | Paused, T::Exit) => Ok(Stopped),
             (Created | Stopped, T::Delete) => Ok(Deleted),
-            (Running | Paused, T::Delete) => {
-                Err(Error::FailedPrecondition("cannot delete a running process".into()))
-            }
+            (Running | Paused, T::Delete) => Err(Error::FailedPrecondition(
+                "cannot delete a running process".into(),
+            )),
             (Stopped | Deleted, T::Start) => {
                 Err(Error::FailedPrecondition("process already finished".into()))
             }
-            (Running | Paused, T::Start) => Err(Error::FailedPrecondition("process already started".into())),
-            (s, t) => Err(Error::FailedPrecondition(format!("cannot {t:?} a process that is {s:?}").to_lowercase())),
+            (Running | Paused, T::Start) => {
+                Err(Error::FailedPrecondition("process already started".into()))
+            }
+            (s, t) => Err(Error::FailedPrecondition(
+                format!("cannot {t:?} a process that is {s:?}").to_lowercase(),
+            )),
         }
     }
 
@@ -59,7 +63,6 @@ impl Status {
 mod tests {
     use super::Status::*;
     use super::Transition::*;
-    use super::*;
 
     #[test]
     fn the_lifecycle_allows_what_runc_allows() {
@@ -86,7 +89,11 @@ mod tests {
             (Deleted, Delete),
         ] {
             let e = s.apply(t).unwrap_err();
-            assert_eq!(e.code(), limpet_protos::ttrpc::Code::FAILED_PRECONDITION, "{s:?} {t:?}");
+            assert_eq!(
+                e.code(),
+                limpet_protos::ttrpc::Code::FAILED_PRECONDITION,
+                "{s:?} {t:?}"
+            );
         }
     }
 }

@@ -47,7 +47,9 @@ fn parse_dest(s: &str) -> Result<Dest> {
     // `scheme:///path`: an empty host, then an absolute path.
     let path = path.find('/').map(|i| &path[i..]).unwrap_or("");
     if path.is_empty() {
-        return Err(Error::InvalidArgument(format!("stdio uri {s:?} has no path")));
+        return Err(Error::InvalidArgument(format!(
+            "stdio uri {s:?} has no path"
+        )));
     }
     let path = PathBuf::from(percent_decode(path)?);
     match scheme {
@@ -64,7 +66,9 @@ fn parse_dest(s: &str) -> Result<Dest> {
             }
             Ok(Dest::Binary { path, args })
         }
-        other => Err(Error::InvalidArgument(format!("stdio uri scheme {other:?} not supported"))),
+        other => Err(Error::InvalidArgument(format!(
+            "stdio uri scheme {other:?} not supported"
+        ))),
     }
 }
 
@@ -129,8 +133,17 @@ pub struct ProcessIo {
 }
 
 impl StdioPaths {
-    pub fn prepare(&self, id: &str, namespace: &str, owner: Option<(u32, u32)>) -> Result<Prepared> {
-        let stdin = if self.stdin.is_empty() { None } else { Some(open_stdin_fifo(&self.stdin)?) };
+    pub fn prepare(
+        &self,
+        id: &str,
+        namespace: &str,
+        owner: Option<(u32, u32)>,
+    ) -> Result<Prepared> {
+        let stdin = if self.stdin.is_empty() {
+            None
+        } else {
+            Some(open_stdin_fifo(&self.stdin)?)
+        };
         let out = parse_dest(&self.stdout)?;
         let err = parse_dest(&self.stderr)?;
         if self.terminal {
@@ -140,10 +153,18 @@ impl StdioPaths {
                 Dest::Fifo(p) => Some(open_fifo_out(&p)?),
                 Dest::File(p) => Some(open_file_out(&p)?),
                 Dest::Binary { .. } => {
-                    return Err(Error::InvalidArgument("a terminal cannot log to a binary".into()))
+                    return Err(Error::InvalidArgument(
+                        "a terminal cannot log to a binary".into(),
+                    ))
                 }
             };
-            let pending = Pending { stdin, stdin_pipe: None, stdout: None, stderr: None, tty_out };
+            let pending = Pending {
+                stdin,
+                stdin_pipe: None,
+                stdout: None,
+                stderr: None,
+                tty_out,
+            };
             return Ok(Prepared {
                 stdin: Stdio::null(),
                 stdout: Stdio::null(),
@@ -153,7 +174,13 @@ impl StdioPaths {
             });
         }
 
-        let mut pending = Pending { stdin: None, stdin_pipe: None, stdout: None, stderr: None, tty_out: None };
+        let mut pending = Pending {
+            stdin: None,
+            stdin_pipe: None,
+            stdout: None,
+            stderr: None,
+            tty_out: None,
+        };
         let runc_stdin = match stdin {
             Some(fifo) => {
                 let (r, w) = pipe(owner)?;
@@ -165,7 +192,13 @@ impl StdioPaths {
         };
         if let Dest::Binary { path, args } = &out {
             let (stdout, stderr) = start_binary(path, args, id, namespace, owner)?;
-            return Ok(Prepared { stdin: runc_stdin, stdout, stderr, console: None, pending });
+            return Ok(Prepared {
+                stdin: runc_stdin,
+                stdout,
+                stderr,
+                console: None,
+                pending,
+            });
         }
         let output = |dest: Dest| -> Result<(Stdio, Option<(File, Out)>)> {
             let out = match dest {
@@ -173,7 +206,9 @@ impl StdioPaths {
                 Dest::Fifo(p) => open_fifo_out(&p)?,
                 Dest::File(p) => open_file_out(&p)?,
                 Dest::Binary { .. } => {
-                    return Err(Error::InvalidArgument("stderr cannot be a binary alone".into()))
+                    return Err(Error::InvalidArgument(
+                        "stderr cannot be a binary alone".into(),
+                    ))
                 }
             };
             let (r, w) = pipe(owner)?;
@@ -183,7 +218,13 @@ impl StdioPaths {
         let (runc_stderr, stderr) = output(err)?;
         pending.stdout = stdout;
         pending.stderr = stderr;
-        Ok(Prepared { stdin: runc_stdin, stdout: runc_stdout, stderr: runc_stderr, console: None, pending })
+        Ok(Prepared {
+            stdin: runc_stdin,
+            stdout: runc_stdout,
+            stderr: runc_stderr,
+            console: None,
+            pending,
+        })
     }
 }
 
@@ -191,7 +232,9 @@ impl Prepared {
     /// Starts the pumps once runc has created the process (and, with a terminal, sent its
     /// pty master).
     pub fn start(self, name: &str) -> Result<ProcessIo> {
-        let Prepared { console, pending, .. } = self;
+        let Prepared {
+            console, pending, ..
+        } = self;
         let drained = Drained::default();
         let master = match &console {
             Some(socket) => Some(socket.receive()?),
@@ -206,8 +249,10 @@ impl Prepared {
         if let Some((fifo, keep)) = pending.stdin {
             let (stop_r, stop_w) = nix::unistd::pipe().context("pipe")?;
             let dst = stdin.clone();
-            copy::spawn(&format!("{name}-stdin"), move || copy::pump_stdin(fifo, keep, dst, stop_r))
-                .context("start stdin pump")?;
+            copy::spawn(&format!("{name}-stdin"), move || {
+                copy::pump_stdin(fifo, keep, dst, stop_r)
+            })
+            .context("start stdin pump")?;
             stop_stdin = Some(stop_w);
         }
         let mut outputs: Vec<(&str, File, Out)> = Vec::new();
@@ -230,7 +275,12 @@ impl Prepared {
             })
             .context("start output pump")?;
         }
-        Ok(ProcessIo { stdin, console: master, drained, stop_stdin })
+        Ok(ProcessIo {
+            stdin,
+            console: master,
+            drained,
+            stop_stdin,
+        })
     }
 }
 
@@ -262,15 +312,22 @@ fn pipe(owner: Option<(u32, u32)>) -> Result<(OwnedFd, OwnedFd)> {
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
     if let Some((uid, gid)) = owner {
         for fd in [&r, &w] {
-            fchown(fd.as_raw_fd(), Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
-                .context("chown stdio pipe to IoUid/IoGid")?;
+            fchown(
+                fd.as_raw_fd(),
+                Some(Uid::from_raw(uid)),
+                Some(Gid::from_raw(gid)),
+            )
+            .context("chown stdio pipe to IoUid/IoGid")?;
         }
     }
     Ok((r, w))
 }
 
 fn is_fifo(path: &std::path::Path) -> Result<bool> {
-    Ok(std::fs::metadata(path).context(format!("stat {}", path.display()))?.file_type().is_fifo())
+    Ok(std::fs::metadata(path)
+        .context(format!("stat {}", path.display()))?
+        .file_type()
+        .is_fifo())
 }
 
 /// Opens a stdin FIFO for reading without waiting for a writer, plus a write end of our own
@@ -278,14 +335,20 @@ fn is_fifo(path: &std::path::Path) -> Result<bool> {
 fn open_stdin_fifo(path: &str) -> Result<(File, File)> {
     let path = PathBuf::from(path);
     if !is_fifo(&path)? {
-        return Err(Error::InvalidArgument(format!("stdin {} is not a fifo", path.display())));
+        return Err(Error::InvalidArgument(format!(
+            "stdin {} is not a fifo",
+            path.display()
+        )));
     }
     let r = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(&path)
         .context(format!("open {}", path.display()))?;
-    let w = OpenOptions::new().write(true).open(&path).context(format!("open {}", path.display()))?;
+    let w = OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .context(format!("open {}", path.display()))?;
     Ok((r, w))
 }
 
@@ -299,8 +362,14 @@ fn open_fifo_out(path: &std::path::Path) -> Result<Out> {
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
         .context(format!("open {}", path.display()))?;
-    let file = OpenOptions::new().write(true).open(path).context(format!("open {}", path.display()))?;
-    Ok(Out { file, _keep: Some(keep) })
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .context(format!("open {}", path.display()))?;
+    Ok(Out {
+        file,
+        _keep: Some(keep),
+    })
 }
 
 fn open_file_out(path: &std::path::Path) -> Result<Out> {
@@ -352,7 +421,10 @@ fn start_binary(
         .context(format!("start logging binary {}", path.display()))?;
     drop((out_r, err_r, ready_w));
     // Wait (bounded) for the binary to signal that it is ready.
-    let mut fds = [nix::poll::PollFd::new(ready_r.as_fd(), nix::poll::PollFlags::POLLIN)];
+    let mut fds = [nix::poll::PollFd::new(
+        ready_r.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
     let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(10_000u16));
     Ok((Stdio::from(out_w), Stdio::from(err_w)))
 }
@@ -364,11 +436,20 @@ mod tests {
     #[test]
     fn destinations_are_parsed_as_containerd_writes_them() {
         assert_eq!(parse_dest("").unwrap(), Dest::Null);
-        assert_eq!(parse_dest("/run/x/stdout").unwrap(), Dest::Fifo("/run/x/stdout".into()));
-        assert_eq!(parse_dest("file:///var/log/c%201.log").unwrap(), Dest::File("/var/log/c 1.log".into()));
+        assert_eq!(
+            parse_dest("/run/x/stdout").unwrap(),
+            Dest::Fifo("/run/x/stdout".into())
+        );
+        assert_eq!(
+            parse_dest("file:///var/log/c%201.log").unwrap(),
+            Dest::File("/var/log/c 1.log".into())
+        );
         assert_eq!(
             parse_dest("binary:///usr/bin/logger?id=abc&debug").unwrap(),
-            Dest::Binary { path: "/usr/bin/logger".into(), args: vec!["id".into(), "abc".into(), "debug".into()] }
+            Dest::Binary {
+                path: "/usr/bin/logger".into(),
+                args: vec!["id".into(), "abc".into(), "debug".into()]
+            }
         );
         assert!(parse_dest("http://x/y").is_err());
         assert!(parse_dest("file://").is_err());
@@ -383,7 +464,11 @@ mod tests {
         let out = open_fifo_out(&path).unwrap();
         // No client reads: writes still succeed (into the pipe buffer) instead of EPIPE.
         (&out.file).write_all(b"kept while nobody reads\n").unwrap();
-        let mut reader = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&path).unwrap();
+        let mut reader = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+            .unwrap();
         let mut got = String::new();
         let _ = std::io::Read::read_to_string(&mut reader, &mut got);
         assert_eq!(got, "kept while nobody reads\n");

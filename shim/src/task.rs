@@ -41,7 +41,14 @@ pub struct Process {
 
 impl Process {
     fn new(stdio: StdioPaths, spec: Vec<u8>) -> Process {
-        Process { pid: 0, status: Status::Created, exit: None, stdio, io: None, spec }
+        Process {
+            pid: 0,
+            status: Status::Created,
+            exit: None,
+            stdio,
+            io: None,
+            spec,
+        }
     }
 
     fn transition(&mut self, t: Transition) -> Result<()> {
@@ -58,12 +65,13 @@ impl Process {
 }
 
 pub struct Container {
-    pub id: String,
     pub bundle: PathBuf,
     runc: Runc,
     pub init: Process,
     pub execs: BTreeMap<String, Process>,
     rootfs_mounted: bool,
+    /// Loaded at Create, so that Stats still answers after the init has exited.
+    cgroup: Option<crate::cgroups::Cgroup>,
     /// Without a pid namespace of its own, the container's processes do not die with its
     /// init: the shim kills them.
     kill_all_on_exit: bool,
@@ -74,14 +82,18 @@ impl Container {
         if exec_id.is_empty() {
             return Ok(&self.init);
         }
-        self.execs.get(exec_id).ok_or_else(|| Error::NotFound(format!("process {exec_id}")))
+        self.execs
+            .get(exec_id)
+            .ok_or_else(|| Error::NotFound(format!("process {exec_id}")))
     }
 
     fn process_mut(&mut self, exec_id: &str) -> Result<&mut Process> {
         if exec_id.is_empty() {
             return Ok(&mut self.init);
         }
-        self.execs.get_mut(exec_id).ok_or_else(|| Error::NotFound(format!("process {exec_id}")))
+        self.execs
+            .get_mut(exec_id)
+            .ok_or_else(|| Error::NotFound(format!("process {exec_id}")))
     }
 }
 
@@ -94,11 +106,15 @@ pub struct Tasks {
 
 impl Tasks {
     fn container(&self, id: &str) -> Result<&Container> {
-        self.containers.get(id).ok_or_else(|| Error::NotFound(format!("container {id}")))
+        self.containers
+            .get(id)
+            .ok_or_else(|| Error::NotFound(format!("container {id}")))
     }
 
     fn container_mut(&mut self, id: &str) -> Result<&mut Container> {
-        self.containers.get_mut(id).ok_or_else(|| Error::NotFound(format!("container {id}")))
+        self.containers
+            .get_mut(id)
+            .ok_or_else(|| Error::NotFound(format!("container {id}")))
     }
 }
 
@@ -120,7 +136,13 @@ pub struct Shim {
 
 impl Shim {
     pub fn new(namespace: &str, publisher: Arc<Publisher>, oom: Option<OomWatcher>) -> Shim {
-        Shim { tasks: Mutex::default(), exited: Condvar::new(), publisher, oom, namespace: namespace.into() }
+        Shim {
+            tasks: Mutex::default(),
+            exited: Condvar::new(),
+            publisher,
+            oom,
+            namespace: namespace.into(),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Tasks> {
@@ -135,7 +157,10 @@ impl Shim {
         validate_id("container id", &req.id)?;
         let bundle = PathBuf::from(&req.bundle);
         if !bundle.is_absolute() || !bundle.join("config.json").is_file() {
-            return Err(Error::InvalidArgument(format!("bundle {:?} has no config.json", req.bundle)));
+            return Err(Error::InvalidArgument(format!(
+                "bundle {:?} has no config.json",
+                req.bundle
+            )));
         }
         let mut tasks = self.lock();
         if tasks.containers.contains_key(&req.id) {
@@ -148,7 +173,11 @@ impl Shim {
         let mounts: Vec<Mount> = req
             .rootfs
             .iter()
-            .map(|m| Mount { kind: m.type_.clone(), source: m.source.clone(), options: m.options.clone() })
+            .map(|m| Mount {
+                kind: m.type_.clone(),
+                source: m.source.clone(),
+                options: m.options.clone(),
+            })
             .collect();
         if !mounts.is_empty() {
             std::fs::create_dir_all(&rootfs).context(format!("create {}", rootfs.display()))?;
@@ -176,21 +205,24 @@ impl Shim {
         init.pid = pid;
         init.io = Some(io);
         tasks.pids.insert(pid, (req.id.clone(), String::new()));
+        let cgroup = crate::cgroups::Cgroup::for_pid(pid)
+            .inspect_err(|e| log::warn!("container {}: no cgroup stats: {e}", req.id))
+            .ok();
+        if let (Some(oom), Some(cg)) = (&self.oom, &cgroup) {
+            if let Err(e) = oom.watch_cgroup(&req.id, cg) {
+                log::warn!("container {}: no OOM events: {e}", req.id);
+            }
+        }
         let container = Container {
-            id: req.id.clone(),
             bundle: bundle.clone(),
             runc,
             init,
             execs: BTreeMap::new(),
             rootfs_mounted: !mounts.is_empty(),
+            cgroup,
             kill_all_on_exit: kill_all_on_exit(&bundle),
         };
         tasks.containers.insert(req.id.clone(), container);
-        if let Some(oom) = &self.oom {
-            if let Err(e) = oom.watch(&req.id, pid) {
-                log::warn!("container {}: no OOM events: {e}", req.id);
-            }
-        }
         self.publisher.publish(
             topics::TASK_CREATE_EVENT_TOPIC,
             &ev::TaskCreate {
@@ -234,7 +266,14 @@ impl Shim {
         if checkpoint.is_empty() {
             runc.create(id, bundle, &create, runc_stdio)?;
         } else {
-            runc.restore(id, bundle, checkpoint, &opts.criu_work_path, &create, runc_stdio)?;
+            runc.restore(
+                id,
+                bundle,
+                checkpoint,
+                &opts.criu_work_path,
+                &create,
+                runc_stdio,
+            )?;
         }
         let pid = read_pid_file(&pid_file)?;
         Ok((pid, prepared.start(id)?))
@@ -248,8 +287,14 @@ impl Shim {
             c.runc.start(id)?;
             c.init.transition(Transition::Start)?;
             let pid = c.init.pid as u32;
-            self.publisher
-                .publish(topics::TASK_START_EVENT_TOPIC, &ev::TaskStart { container_id: id.into(), pid, ..Default::default() });
+            self.publisher.publish(
+                topics::TASK_START_EVENT_TOPIC,
+                &ev::TaskStart {
+                    container_id: id.into(),
+                    pid,
+                    ..Default::default()
+                },
+            );
             return Ok(pid);
         }
         let (runc, bundle) = (c.runc.clone(), c.bundle.clone());
@@ -260,7 +305,9 @@ impl Shim {
                 p.pid = pid;
                 p.io = Some(io);
                 p.transition(Transition::Start)?;
-                tasks.pids.insert(pid, (id.to_string(), exec_id.to_string()));
+                tasks
+                    .pids
+                    .insert(pid, (id.to_string(), exec_id.to_string()));
                 self.publisher.publish(
                     topics::TASK_EXEC_STARTED_EVENT_TOPIC,
                     &ev::TaskExecStarted {
@@ -308,11 +355,17 @@ impl Shim {
     /// Applies an exit the reaper collected.
     pub fn on_exit(&self, exit: Exit) {
         let mut tasks = self.lock();
-        let Some((id, exec_id)) = tasks.pids.remove(&exit.pid) else { return };
-        let Ok(c) = tasks.container_mut(&id) else { return };
+        let Some((id, exec_id)) = tasks.pids.remove(&exit.pid) else {
+            return;
+        };
+        let Ok(c) = tasks.container_mut(&id) else {
+            return;
+        };
         let kill_all = exec_id.is_empty() && c.kill_all_on_exit;
         let runc = c.runc.clone();
-        let Ok(p) = c.process_mut(&exec_id) else { return };
+        let Ok(p) = c.process_mut(&exec_id) else {
+            return;
+        };
         if p.transition(Transition::Exit).is_err() {
             return;
         }
@@ -326,7 +379,11 @@ impl Shim {
             topics::TASK_EXIT_EVENT_TOPIC,
             &ev::TaskExit {
                 container_id: id.clone(),
-                id: if exec_id.is_empty() { id.clone() } else { exec_id },
+                id: if exec_id.is_empty() {
+                    id.clone()
+                } else {
+                    exec_id
+                },
                 pid: exit.pid as u32,
                 exit_status: exit.status,
                 exited_at: Some(timestamp(exit.at)).into(),
@@ -349,7 +406,10 @@ impl Shim {
             return Err(Error::AlreadyExists(format!("id {}", req.exec_id)));
         }
         if matches!(c.init.status, Status::Stopped | Status::Deleted) {
-            return Err(Error::FailedPrecondition(format!("container {} is not running", req.id)));
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is not running",
+                req.id
+            )));
         }
         let stdio = StdioPaths {
             stdin: req.stdin.clone(),
@@ -357,10 +417,15 @@ impl Shim {
             stderr: req.stderr.clone(),
             terminal: req.terminal,
         };
-        c.execs.insert(req.exec_id.clone(), Process::new(stdio, spec));
+        c.execs
+            .insert(req.exec_id.clone(), Process::new(stdio, spec));
         self.publisher.publish(
             topics::TASK_EXEC_ADDED_EVENT_TOPIC,
-            &ev::TaskExecAdded { container_id: req.id.clone(), exec_id: req.exec_id.clone(), ..Default::default() },
+            &ev::TaskExecAdded {
+                container_id: req.id.clone(),
+                exec_id: req.exec_id.clone(),
+                ..Default::default()
+            },
         );
         Ok(())
     }
@@ -371,7 +436,11 @@ impl Shim {
         let p = c.process(exec_id)?;
         let (status, at) = p.exit_status();
         Ok(api::StateResponse {
-            id: if exec_id.is_empty() { id.into() } else { exec_id.into() },
+            id: if exec_id.is_empty() {
+                id.into()
+            } else {
+                exec_id.into()
+            },
             bundle: c.bundle.to_string_lossy().into_owned(),
             pid: p.pid as u32,
             status: p.status.wire().into(),
@@ -402,7 +471,9 @@ impl Shim {
         let sig = nix::sys::signal::Signal::try_from(signal as i32)
             .map_err(|_| Error::InvalidArgument(format!("bad signal {signal}")))?;
         match nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid), sig) {
-            Err(nix::errno::Errno::ESRCH) => Err(Error::NotFound("process already finished".into())),
+            Err(nix::errno::Errno::ESRCH) => {
+                Err(Error::NotFound("process already finished".into()))
+            }
             r => r.context(format!("signal process {exec_id}")),
         }
     }
@@ -413,7 +484,11 @@ impl Shim {
         loop {
             let p = tasks.container(id)?.process(exec_id)?;
             if let Some((status, at)) = p.exit {
-                return Ok(Exited { pid: p.pid as u32, status, at: Some(at) });
+                return Ok(Exited {
+                    pid: p.pid as u32,
+                    status,
+                    at: Some(at),
+                });
             }
             tasks = self.exited.wait(tasks).unwrap_or_else(|p| p.into_inner());
         }
@@ -425,13 +500,20 @@ impl Shim {
         if !exec_id.is_empty() {
             let p = c.process_mut(exec_id)?;
             p.status.apply(Transition::Delete)?;
-            let mut p = c.execs.remove(exec_id).ok_or_else(|| Error::NotFound(format!("process {exec_id}")))?;
+            let mut p = c
+                .execs
+                .remove(exec_id)
+                .ok_or_else(|| Error::NotFound(format!("process {exec_id}")))?;
             drop(tasks);
             if let Some(io) = p.io.as_mut() {
                 io.finish(DRAIN_TIMEOUT);
             }
             let (status, at) = p.exit_status();
-            return Ok(Exited { pid: p.pid as u32, status, at });
+            return Ok(Exited {
+                pid: p.pid as u32,
+                status,
+                at,
+            });
         }
         c.init.status.apply(Transition::Delete)?;
         if c.init.status == Status::Created {
@@ -440,15 +522,26 @@ impl Shim {
             let pid = c.init.pid;
             let deadline = std::time::Instant::now() + DRAIN_TIMEOUT;
             while tasks.pids.contains_key(&pid) && std::time::Instant::now() < deadline {
-                tasks = self.exited.wait_timeout(tasks, Duration::from_millis(50)).unwrap_or_else(|p| p.into_inner()).0;
+                tasks = self
+                    .exited
+                    .wait_timeout(tasks, Duration::from_millis(50))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
             }
         } else {
             c.runc.delete(id, false).or_else(|e| {
                 // Already gone from runc's state (e.g. deleted by a `delete` action) is fine.
-                if c.runc.root.join(id).exists() { Err(e) } else { Ok(()) }
+                if c.runc.root.join(id).exists() {
+                    Err(e)
+                } else {
+                    Ok(())
+                }
             })?;
         }
-        let mut c = tasks.containers.remove(id).ok_or_else(|| Error::NotFound(format!("container {id}")))?;
+        let mut c = tasks
+            .containers
+            .remove(id)
+            .ok_or_else(|| Error::NotFound(format!("container {id}")))?;
         tasks.pids.retain(|_, (cid, _)| cid != id);
         drop(tasks);
         if let Some(oom) = &self.oom {
@@ -474,21 +567,39 @@ impl Shim {
                 ..Default::default()
             },
         );
-        Ok(Exited { pid: c.init.pid as u32, status, at: Some(at) })
+        Ok(Exited {
+            pid: c.init.pid as u32,
+            status,
+            at: Some(at),
+        })
     }
 
     pub fn pids(&self, id: &str) -> Result<Vec<ProcessInfo>> {
         let tasks = self.lock();
         let c = tasks.container(id)?;
         let pids = c.runc.ps(id)?;
-        let execs: HashMap<i32, &str> = c.execs.iter().map(|(eid, p)| (p.pid, eid.as_str())).collect();
+        let execs: HashMap<i32, &str> = c
+            .execs
+            .iter()
+            .map(|(eid, p)| (p.pid, eid.as_str()))
+            .collect();
         Ok(pids
             .into_iter()
             .map(|pid| {
                 let info = execs.get(&(pid as i32)).map(|eid| {
-                    to_any(&ProcessDetails { exec_id: eid.to_string(), ..Default::default() })
+                    to_any(
+                        "containerd.runc.v1.ProcessDetails",
+                        &ProcessDetails {
+                            exec_id: eid.to_string(),
+                            ..Default::default()
+                        },
+                    )
                 });
-                ProcessInfo { pid, info: info.into(), ..Default::default() }
+                ProcessInfo {
+                    pid,
+                    info: info.into(),
+                    ..Default::default()
+                }
             })
             .collect())
     }
@@ -499,8 +610,13 @@ impl Shim {
         c.init.status.apply(Transition::Pause)?;
         c.runc.pause(id)?;
         c.init.transition(Transition::Pause)?;
-        self.publisher
-            .publish(topics::TASK_PAUSED_EVENT_TOPIC, &ev::TaskPaused { container_id: id.into(), ..Default::default() });
+        self.publisher.publish(
+            topics::TASK_PAUSED_EVENT_TOPIC,
+            &ev::TaskPaused {
+                container_id: id.into(),
+                ..Default::default()
+            },
+        );
         Ok(())
     }
 
@@ -510,26 +626,40 @@ impl Shim {
         c.init.status.apply(Transition::Resume)?;
         c.runc.resume(id)?;
         c.init.transition(Transition::Resume)?;
-        self.publisher
-            .publish(topics::TASK_RESUMED_EVENT_TOPIC, &ev::TaskResumed { container_id: id.into(), ..Default::default() });
+        self.publisher.publish(
+            topics::TASK_RESUMED_EVENT_TOPIC,
+            &ev::TaskResumed {
+                container_id: id.into(),
+                ..Default::default()
+            },
+        );
         Ok(())
     }
 
     pub fn checkpoint(&self, id: &str, path: &str, options: Option<&Any>) -> Result<()> {
         let o = match options {
             Some(any) if is_type(any, "containerd.runc.v1.CheckpointOptions") => {
-                CheckpointOptions::parse_from_bytes(&any.value).context("decode checkpoint options")?
+                CheckpointOptions::parse_from_bytes(&any.value)
+                    .context("decode checkpoint options")?
             }
             _ => CheckpointOptions::default(),
         };
-        let image_path = if path.is_empty() { o.image_path.clone() } else { path.to_string() };
+        let image_path = if path.is_empty() {
+            o.image_path.clone()
+        } else {
+            path.to_string()
+        };
         if image_path.is_empty() {
-            return Err(Error::InvalidArgument("checkpoint needs an image path".into()));
+            return Err(Error::InvalidArgument(
+                "checkpoint needs an image path".into(),
+            ));
         }
         let tasks = self.lock();
         let c = tasks.container(id)?;
         if c.init.status != Status::Running && c.init.status != Status::Paused {
-            return Err(Error::FailedPrecondition(format!("container {id} is not running")));
+            return Err(Error::FailedPrecondition(format!(
+                "container {id} is not running"
+            )));
         }
         let opts = CheckpointOpts {
             image_path: image_path.clone(),
@@ -545,7 +675,11 @@ impl Shim {
         c.runc.checkpoint(id, &opts)?;
         self.publisher.publish(
             topics::TASK_CHECKPOINTED_EVENT_TOPIC,
-            &ev::TaskCheckpointed { container_id: id.into(), checkpoint: image_path, ..Default::default() },
+            &ev::TaskCheckpointed {
+                container_id: id.into(),
+                checkpoint: image_path,
+                ..Default::default()
+            },
         );
         Ok(())
     }
@@ -554,7 +688,8 @@ impl Shim {
         let Some(resources) = resources else {
             return Err(Error::InvalidArgument("update without resources".into()));
         };
-        serde_json::from_slice::<serde_json::Value>(&resources.value).context("update resources")?;
+        serde_json::from_slice::<serde_json::Value>(&resources.value)
+            .context("update resources")?;
         let tasks = self.lock();
         let c = tasks.container(id)?;
         c.runc.update(id, &resources.value)
@@ -565,7 +700,9 @@ impl Shim {
         let p = tasks.container(id)?.process(exec_id)?;
         match &p.io {
             Some(io) => io.resize(width, height),
-            None => Err(Error::FailedPrecondition(format!("process {exec_id} not started"))),
+            None => Err(Error::FailedPrecondition(format!(
+                "process {exec_id} not started"
+            ))),
         }
     }
 
@@ -579,16 +716,20 @@ impl Shim {
     }
 
     pub fn stats(&self, id: &str) -> Result<Any> {
-        let pid = {
-            let tasks = self.lock();
-            tasks.container(id)?.init.pid
-        };
-        Ok(crate::cgroups::Cgroup::for_pid(pid)?.metrics()?)
+        let cgroup = self.lock().container(id)?.cgroup.clone();
+        match cgroup {
+            Some(cg) => Ok(cg.metrics()?),
+            None => Err(Error::NotFound(format!("cgroup of container {id}"))),
+        }
     }
 
     /// The pid of a container's init, for Connect.
     pub fn task_pid(&self, id: &str) -> u32 {
-        self.lock().containers.get(id).map(|c| c.init.pid as u32).unwrap_or_default()
+        self.lock()
+            .containers
+            .get(id)
+            .map(|c| c.init.pid as u32)
+            .unwrap_or_default()
     }
 }
 
@@ -603,15 +744,23 @@ fn take_stdio(p: &mut Prepared) -> ProcessStdio {
 
 /// True unless the bundle's spec gives the container a new pid namespace of its own.
 pub fn kill_all_on_exit(bundle: &Path) -> bool {
-    let Ok(text) = std::fs::read(bundle.join("config.json")) else { return true };
-    let Ok(spec) = serde_json::from_slice::<serde_json::Value>(&text) else { return true };
+    let Ok(text) = std::fs::read(bundle.join("config.json")) else {
+        return true;
+    };
+    let Ok(spec) = serde_json::from_slice::<serde_json::Value>(&text) else {
+        return true;
+    };
     let own_pid_ns = spec
         .pointer("/linux/namespaces")
         .and_then(|v| v.as_array())
         .is_some_and(|nss| {
             nss.iter().any(|ns| {
                 ns.get("type").and_then(|t| t.as_str()) == Some("pid")
-                    && ns.get("path").and_then(|p| p.as_str()).unwrap_or("").is_empty()
+                    && ns
+                        .get("path")
+                        .and_then(|p| p.as_str())
+                        .unwrap_or("")
+                        .is_empty()
             })
         });
     !own_pid_ns
@@ -641,14 +790,37 @@ mod tests {
     #[test]
     fn bad_requests_are_refused_before_anything_happens() {
         let s = shim();
-        let mut req = api::CreateTaskRequest { id: "../x".into(), bundle: "/nonexistent".into(), ..Default::default() };
-        assert_eq!(s.create(&req).unwrap_err().code(), limpet_protos::ttrpc::Code::INVALID_ARGUMENT);
+        let mut req = api::CreateTaskRequest {
+            id: "../x".into(),
+            bundle: "/nonexistent".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            s.create(&req).unwrap_err().code(),
+            limpet_protos::ttrpc::Code::INVALID_ARGUMENT
+        );
         req.id = "ok".into();
-        assert_eq!(s.create(&req).unwrap_err().code(), limpet_protos::ttrpc::Code::INVALID_ARGUMENT);
-        assert_eq!(s.state("nosuch", "").unwrap_err().code(), limpet_protos::ttrpc::Code::NOT_FOUND);
-        assert_eq!(s.kill("nosuch", "", 9, false).unwrap_err().code(), limpet_protos::ttrpc::Code::NOT_FOUND);
-        let exec = api::ExecProcessRequest { id: "nosuch".into(), exec_id: "a/b".into(), ..Default::default() };
-        assert_eq!(s.exec(&exec).unwrap_err().code(), limpet_protos::ttrpc::Code::INVALID_ARGUMENT);
+        assert_eq!(
+            s.create(&req).unwrap_err().code(),
+            limpet_protos::ttrpc::Code::INVALID_ARGUMENT
+        );
+        assert_eq!(
+            s.state("nosuch", "").unwrap_err().code(),
+            limpet_protos::ttrpc::Code::NOT_FOUND
+        );
+        assert_eq!(
+            s.kill("nosuch", "", 9, false).unwrap_err().code(),
+            limpet_protos::ttrpc::Code::NOT_FOUND
+        );
+        let exec = api::ExecProcessRequest {
+            id: "nosuch".into(),
+            exec_id: "a/b".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            s.exec(&exec).unwrap_err().code(),
+            limpet_protos::ttrpc::Code::INVALID_ARGUMENT
+        );
         assert!(s.is_empty());
     }
 }
