@@ -1,10 +1,11 @@
 //! Byte pumps between a container's pipes or pty and its FIFOs or files, one small thread
-//! each. Pipes are moved with splice(2), so no user-space buffer is touched; a pty (which
-//! cannot splice) falls back to a small buffer.
+//! each. Pipes are moved with splice(2), so no user-space buffer is touched. A pty goes
+//! through a small buffer instead: splicing from a tty blocks in the tty read while holding
+//! the destination FIFO's lock, which stalls the client reading that FIFO.
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -18,6 +19,9 @@ const STACK: usize = 64 * 1024;
 /// Copies `src` into `dst` until `src` ends. Returns when `src` reaches EOF (or fails, as a
 /// pty master does with EIO once its last slave is closed).
 pub fn pump(src: &impl AsFd, dst: &impl AsFd) {
+    if nix::unistd::isatty(src.as_fd().as_raw_fd()).unwrap_or(false) {
+        return pump_buffered(src, dst);
+    }
     loop {
         match splice(src, None, dst, None, CHUNK, SpliceFFlags::SPLICE_F_MOVE) {
             Ok(0) => return,
@@ -97,6 +101,12 @@ impl Drained {
 /// the destination is taken away (CloseIO). The FIFO is held open for writing by the shim
 /// as well, so a client that goes away (containerd restarting) does not close stdin.
 pub fn pump_stdin(fifo: File, _keep: File, dst: Arc<Mutex<Option<File>>>, cancel: OwnedFd) {
+    let to_tty = {
+        let guard = dst.lock().unwrap_or_else(|p| p.into_inner());
+        guard
+            .as_ref()
+            .is_some_and(|f| nix::unistd::isatty(f.as_raw_fd()).unwrap_or(false))
+    };
     loop {
         let mut fds = [
             PollFd::new(fifo.as_fd(), PollFlags::POLLIN),
@@ -112,14 +122,19 @@ pub fn pump_stdin(fifo: File, _keep: File, dst: Arc<Mutex<Option<File>>>, cancel
         }
         let guard = dst.lock().unwrap_or_else(|p| p.into_inner());
         let Some(out) = guard.as_ref() else { return };
-        match splice(
-            &fifo,
-            None,
-            out,
-            None,
-            CHUNK,
-            SpliceFFlags::SPLICE_F_NONBLOCK,
-        ) {
+        let spliced = if to_tty {
+            Err(Errno::EINVAL)
+        } else {
+            splice(
+                &fifo,
+                None,
+                out,
+                None,
+                CHUNK,
+                SpliceFFlags::SPLICE_F_NONBLOCK,
+            )
+        };
+        match spliced {
             Ok(_) | Err(Errno::EAGAIN) | Err(Errno::EINTR) => {}
             Err(Errno::EINVAL) => {
                 let mut buf = [0u8; 4096];

@@ -16,7 +16,7 @@ pub enum Error {
     InvalidArgument(String),
     #[error("{0}: not implemented")]
     Unimplemented(String),
-    #[error("runc {command} failed: {message}")]
+    #[error("OCI runtime {command} failed: {message}")]
     Runc { command: String, message: String },
     #[error("{context}: {source}")]
     Io {
