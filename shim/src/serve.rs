@@ -85,7 +85,7 @@ pub fn serve(args: &Args) -> Result<()> {
     let _ = shutdown_rx.recv();
     // Let the Shutdown reply go out, and the last events reach the master.
     publisher.flush(Duration::from_secs(5));
-    std::thread::sleep(Duration::from_millis(20));
+    std::thread::sleep(Duration::from_millis(5));
     if let Some(path) = socket_path {
         let _ = std::fs::remove_file(path);
     }
