@@ -149,21 +149,8 @@ impl Runc {
         opts: &CreateOpts,
         stdio: ProcessStdio,
     ) -> Result<()> {
-        let bundle_s = bundle.to_string_lossy();
-        let pid_file = opts.pid_file.to_string_lossy();
-        let mut args = vec!["create", "--bundle", &bundle_s, "--pid-file", &pid_file];
-        let console;
-        if let Some(sock) = opts.console_socket {
-            console = sock.to_string_lossy();
-            args.extend(["--console-socket", &console]);
-        }
-        if opts.no_pivot {
-            args.push("--no-pivot");
-        }
-        if opts.no_new_keyring {
-            args.push("--no-new-keyring");
-        }
-        args.push(id);
+        let args = container_args(vec!["create".into()], id, bundle, opts);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.run_with_stdio(&args, stdio, Some(bundle))
     }
 
@@ -262,7 +249,6 @@ impl Runc {
         self.run(&args, None).map(|_| ())
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub fn restore(
         &self,
         id: &str,
@@ -272,30 +258,19 @@ impl Runc {
         opts: &CreateOpts,
         stdio: ProcessStdio,
     ) -> Result<()> {
-        let bundle_s = bundle.to_string_lossy();
-        let pid_file = opts.pid_file.to_string_lossy();
-        let mut args = vec![
-            "restore",
-            "--detach",
-            "--bundle",
-            &bundle_s,
-            "--pid-file",
-            &pid_file,
-            "--image-path",
-            image_path,
-        ];
+        let mut head: Vec<String> = ["restore", "--detach", "--image-path", image_path]
+            .map(String::from)
+            .into();
         if !work_path.is_empty() {
-            args.extend(["--work-path", work_path]);
+            head.extend(["--work-path".into(), work_path.into()]);
         }
-        let console;
-        if let Some(sock) = opts.console_socket {
-            console = sock.to_string_lossy();
-            args.extend(["--console-socket", &console]);
-        }
-        if opts.no_pivot {
-            args.push("--no-pivot");
-        }
-        args.push(id);
+        // runc restore has no --no-new-keyring.
+        let opts = CreateOpts {
+            no_new_keyring: false,
+            ..opts.clone()
+        };
+        let args = container_args(head, id, bundle, &opts);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.run_with_stdio(&args, stdio, Some(bundle))
     }
 
@@ -309,6 +284,29 @@ impl Runc {
         check("features", &out)?;
         Ok(out.stdout)
     }
+}
+
+/// The arguments `create` and `restore` share: bundle, pid file, console and the runc
+/// options, after the command's own, then the container id.
+fn container_args(
+    mut args: Vec<String>,
+    id: &str,
+    bundle: &Path,
+    opts: &CreateOpts,
+) -> Vec<String> {
+    args.extend(["--bundle".into(), bundle.display().to_string()]);
+    args.extend(["--pid-file".into(), opts.pid_file.display().to_string()]);
+    if let Some(sock) = opts.console_socket {
+        args.extend(["--console-socket".into(), sock.display().to_string()]);
+    }
+    if opts.no_pivot {
+        args.push("--no-pivot".into());
+    }
+    if opts.no_new_keyring {
+        args.push("--no-new-keyring".into());
+    }
+    args.push(id.into());
+    args
 }
 
 /// The last `"level":"error"` message of a runc JSON log.

@@ -293,15 +293,9 @@ fn psi(path: &Path) -> Option<PSIStats> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Cgroup as AnyCgroup, Mode};
+    use super::super::{tests::write, Cgroup as AnyCgroup, Mode};
     use super::*;
     use limpet_protos::protobuf::Message;
-
-    fn write(root: &Path, rel: &str, content: &str) {
-        let path = root.join(rel);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, content).unwrap();
-    }
 
     fn load(root: &Path, pid: i32) -> Cgroup {
         match AnyCgroup::with_root(root, Mode::Unified, pid).unwrap() {
