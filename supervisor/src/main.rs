@@ -1,1 +1,128 @@
-fn main() {}
+//! limpetd: the daemon's command line.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use limpetd::config::Config;
+
+const ABOUT: &str =
+    "limpetd: a CRI v1 container runtime (ImageService today; pods and containers to come)";
+
+const LONG_ABOUT: &str = "\
+limpetd serves the Kubernetes CRI v1 API over gRPC on a unix socket: it pulls images from \
+registries into a content store, unpacks them into snapshots shared between images, and \
+answers kubelet, crictl and limpetctl.
+
+Configuration is one TOML file shaped like containerd's. Every key has a default, so limpetd \
+runs without one; `limpetd config default` prints them all:
+
+  version = 1
+  root = \"/var/lib/limpet\"        # metadata DB, content store, snapshots (locked: one limpetd per root)
+  state = \"/run/limpet\"           # volatile state
+  [grpc]    address = \"/run/limpet/limpetd.sock\", uid = 0, gid = 0   (socket mode 0660)
+  [debug]   level = \"info\"         # trace, debug, info, warn, error
+  [metrics] address = \"\"           # host:port for Prometheus /metrics; empty = off
+  [registry]
+    config_path = \"/etc/limpet/certs.d\"   # <host>/hosts.toml, as containerd's config_path
+    max_concurrent_downloads = 3
+    read_timeout = 30                      # seconds a registry may stay silent mid-pull
+    max_manifest_size = 4194304
+
+An unknown key or a bad value stops start-up with an error naming the key.";
+
+#[derive(Parser)]
+#[command(name = "limpetd", version, about = ABOUT, long_about = LONG_ABOUT)]
+struct Cli {
+    /// The TOML config file (default: built-in defaults).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Overrides [debug] level.
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        what: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Prints the full default configuration file.
+    Default,
+    /// Checks a configuration file (with --config) and prints it as limpetd reads it.
+    Check,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut config = match &cli.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(level) = &cli.log_level {
+        let text = format!("[debug]\nlevel = {level:?}\n");
+        config.debug.level = Config::parse(&text).context("--log-level")?.debug.level;
+    }
+    match cli.command {
+        Some(Command::Config {
+            what: ConfigCommand::Default,
+        }) => {
+            print!("{}", Config::default_text());
+            return Ok(());
+        }
+        Some(Command::Config {
+            what: ConfigCommand::Check,
+        }) => {
+            print!("{}", toml::to_string(&config)?);
+            return Ok(());
+        }
+        None => {}
+    }
+    init_logging(&config.debug.level);
+    limit_malloc_arenas();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(16)
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    runtime.block_on(async {
+        let daemon = limpetd::daemon::Daemon::open(config).await?;
+        daemon.serve().await?;
+        Ok(())
+    })
+}
+
+/// glibc gives each thread that allocates its own arena, and raises its mmap threshold as
+/// big buffers are freed, so parallel layer workers would leave arenas full of freed body
+/// buffers. Two arenas, and buffers over 128 KiB mapped and unmapped on their own, keep the
+/// daemon's RSS near what it actually holds.
+fn limit_malloc_arenas() {
+    // SAFETY: mallopt only changes allocator tunables; called before any other thread starts.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 * 1024);
+    }
+}
+
+fn init_logging(level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("LIMPETD_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("warn,limpetd={level}")));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_target(false)
+        .init();
+}

@@ -1,0 +1,91 @@
+#!/bin/bash
+# scripts/run.sh [start|stop|status]
+# Installs what limpet needs, builds limpetd and limpetctl (release), starts limpetd with its
+# built-in default config (root /var/lib/limpet, socket /run/limpet/limpetd.sock) and a local
+# docker-registry on $LIMPET_REGISTRY (default 127.0.0.1:5000) seeded with a busybox image
+# built from the host's static busybox, then shows `limpetctl pull` and `limpetctl images`.
+# Both keep running; `scripts/run.sh stop` stops them. Logs and pid files: $LIMPET_RUN_DIR
+# (default /tmp/limpet-run).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+run_dir=${LIMPET_RUN_DIR:-/tmp/limpet-run}
+registry=${LIMPET_REGISTRY:-127.0.0.1:5000}
+socket=/run/limpet/limpetd.sock
+
+say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
+alive() { [ -f "$run_dir/$1.pid" ] && kill -0 "$(cat "$run_dir/$1.pid")" 2>/dev/null; }
+
+stop() {
+    for name in limpetd registry; do
+        if alive "$name"; then
+            kill "$(cat "$run_dir/$name.pid")"
+            for _ in $(seq 50); do alive "$name" || break; sleep 0.1; done
+            echo "stopped $name"
+        fi
+        rm -f "$run_dir/$name.pid"
+    done
+}
+
+case ${1:-start} in
+    stop) stop; exit 0 ;;
+    status)
+        for name in limpetd registry; do
+            if alive "$name"; then echo "$name: running (pid $(cat "$run_dir/$name.pid"))"; else echo "$name: stopped"; fi
+        done
+        exit 0 ;;
+    start) ;;
+    *) sed -n '2,/^set/s/^# \{0,1\}//p' "$0" | sed '$d' >&2; exit 2 ;;
+esac
+
+[ "$(id -u)" -eq 0 ] || { echo "run.sh: run as root (limpetd unpacks images as root)" >&2; exit 1; }
+bash scripts/setup.sh
+cargo build --release -p limpetd
+target=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)/release
+limpetd=$target/limpetd
+limpetctl=$target/limpetctl
+mkdir -p "$run_dir"
+
+# The registry, with a busybox image pushed once.
+if ! alive registry; then
+    mkdir -p "$run_dir/registry"
+    cat > "$run_dir/registry/config.yml" <<EOF
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $run_dir/registry/data
+  delete:
+    enabled: true
+http:
+  addr: $registry
+EOF
+    docker-registry serve "$run_dir/registry/config.yml" > "$run_dir/registry.log" 2>&1 &
+    echo $! > "$run_dir/registry.pid"
+    for _ in $(seq 50); do curl -fs "http://$registry/v2/" >/dev/null && break; sleep 0.1; done
+    curl -fs "http://$registry/v2/" >/dev/null || { echo "registry did not start:" >&2; tail -3 "$run_dir/registry.log" >&2; exit 1; }
+fi
+if ! curl -fs "http://$registry/v2/busybox/tags/list" | grep -q latest; then
+    bash scripts/build-busybox-image.sh "$run_dir/busybox.tar"
+    skopeo copy --quiet --dest-tls-verify=false "oci-archive:$run_dir/busybox.tar:latest" "docker://$registry/busybox:latest"
+fi
+
+# limpetd with no config file: every key at its default (`limpetd config default`).
+if ! alive limpetd; then
+    "$limpetd" > "$run_dir/limpetd.log" 2>&1 &
+    echo $! > "$run_dir/limpetd.pid"
+    for _ in $(seq 100); do [ -S "$socket" ] && break; alive limpetd || break; sleep 0.1; done
+    [ -S "$socket" ] || { echo "limpetd did not start:" >&2; tail -5 "$run_dir/limpetd.log" >&2; exit 1; }
+fi
+
+say limpetctl version
+"$limpetctl" version
+say limpetctl pull "$registry/busybox:latest"
+"$limpetctl" pull "$registry/busybox:latest"
+say limpetctl images
+"$limpetctl" images
+echo
+echo "limpetd (pid $(cat "$run_dir/limpetd.pid")) serves CRI on unix://$socket; logs in $run_dir."
+echo "Try: $limpetctl inspecti $registry/busybox:latest; $limpetctl imagefsinfo; $limpetctl rmi --prune"
+echo "Stop both with: scripts/run.sh stop"

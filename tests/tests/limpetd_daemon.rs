@@ -1,0 +1,132 @@
+//! The daemon itself: its config file (defaults, unknown keys, bad values), the root lock,
+//! graceful SIGTERM, and the RuntimeService calls that wait for the runtime.
+
+use std::process::Command;
+
+use limpet_protos::cri::v1::runtime_service_client::RuntimeServiceClient;
+use limpet_protos::cri::v1::{ListContainersRequest, RunPodSandboxRequest, StatusRequest};
+use limpet_tests::limpetd::{binary, block_on, ready, Limpetd, Options};
+
+fn limpetd_with(args: &[&str]) -> (bool, String, String) {
+    let bin = binary("limpetd").expect("limpetd built");
+    let out = Command::new(bin).args(args).output().expect("run limpetd");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn config_defaults_and_errors_name_the_key() {
+    if ready("config_defaults_and_errors_name_the_key", binary("limpetd")).is_none() {
+        return;
+    }
+    let (ok, default, _) = limpetd_with(&["config", "default"]);
+    assert!(ok);
+    for key in [
+        "root = \"/var/lib/limpet\"",
+        "state = \"/run/limpet\"",
+        "address = \"/run/limpet/limpetd.sock\"",
+        "config_path = ",
+        "level = \"info\"",
+    ] {
+        assert!(
+            default.contains(key),
+            "default config lacks {key}:\n{default}"
+        );
+    }
+    let (ok, _, _) = limpetd_with(&["--help"]);
+    assert!(ok);
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cases = [
+        ("[registry]\nconfig_pth = \"/x\"\n", "config_pth"),
+        ("rooot = \"/x\"\n", "rooot"),
+        ("[debug]\nlevel = \"loud\"\n", "debug.level"),
+        ("[metrics]\naddress = \"nowhere\"\n", "metrics.address"),
+        ("root = 7\n", "root"),
+        ("[grpc\n", "TOML parse error"),
+    ];
+    for (text, key) in cases {
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, text).expect("write config");
+        let (ok, _, err) = limpetd_with(&["--config", file.to_str().expect("utf-8 path")]);
+        assert!(!ok, "{text:?} was accepted");
+        assert!(
+            err.contains(key),
+            "{text:?}: error does not name {key}: {err}"
+        );
+    }
+    // the default text round-trips through `config check`
+    let file = dir.path().join("default.toml");
+    std::fs::write(&file, &default).expect("write");
+    let (ok, _, err) =
+        limpetd_with(&["--config", file.to_str().expect("utf-8"), "config", "check"]);
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn one_limpetd_per_root_and_graceful_sigterm() {
+    let case = "one_limpetd_per_root_and_graceful_sigterm";
+    let Some(mut d) = ready(case, Limpetd::start(Options::default())) else {
+        return;
+    };
+    // a second daemon on the same root (another socket) refuses, naming the holder
+    let other = d.dir().join("other.toml");
+    let text = std::fs::read_to_string(&d.config)
+        .expect("config")
+        .replace("limpetd.sock", "other.sock");
+    std::fs::write(&other, text).expect("write");
+    let (ok, _, err) = limpetd_with(&["--config", other.to_str().expect("utf-8")]);
+    assert!(!ok);
+    let pid = d.pid().expect("pid").to_string();
+    assert!(
+        err.contains("another limpetd") && err.contains(&pid),
+        "{err}"
+    );
+    // still serving
+    d.ctl_ok(&["version"]);
+    let status = d.stop().expect("exit status");
+    assert!(status.success(), "{status}");
+    assert!(!d.socket.exists());
+    d.launch().expect("starts again once the first is gone");
+}
+
+#[test]
+fn runtime_calls_without_a_runtime_say_so() {
+    let Some(d) = ready(
+        "runtime_calls_without_a_runtime_say_so",
+        Limpetd::start(Options::default()),
+    ) else {
+        return;
+    };
+    block_on(async {
+        let channel = limpet_protos::cri::connect(&d.endpoint())
+            .await
+            .expect("connect");
+        let mut rt = RuntimeServiceClient::new(channel);
+        let err = rt
+            .run_pod_sandbox(RunPodSandboxRequest::default())
+            .await
+            .expect_err("no pods yet");
+        assert_eq!(err.code(), limpet_protos::cri::tonic::Code::Unimplemented);
+        assert!(err.message().contains("RunPodSandbox"), "{}", err.message());
+        let err = rt
+            .list_containers(ListContainersRequest::default())
+            .await
+            .expect_err("no containers yet");
+        assert_eq!(err.code(), limpet_protos::cri::tonic::Code::Unimplemented);
+        let status = rt
+            .status(StatusRequest { verbose: true })
+            .await
+            .expect("status")
+            .into_inner();
+        let conditions = status.status.expect("status").conditions;
+        assert!(conditions
+            .iter()
+            .any(|c| c.r#type == "RuntimeReady" && c.status));
+        assert!(conditions.iter().any(|c| c.r#type == "NetworkReady"));
+        assert!(status.info.contains_key("config"));
+    });
+}
