@@ -8,6 +8,8 @@ packages=(
     runc crun containerd
     # test images are built locally from the static busybox with umoci
     busybox-static umoci skopeo docker-registry
+    # the registry token tests make their signing certificate with the openssl CLI
+    openssl
     # pod networking, protos, namespaces, firewall, checkpoint
     containernetworking-plugins protobuf-compiler iproute2 iptables criu
     # mount/umount/script/nsenter, pgrep/ps, JSON in scripts, the C toolchain cargo links with

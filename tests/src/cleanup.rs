@@ -139,7 +139,7 @@ pub fn shim_pids(address: &Path, namespace: Option<&str>) -> Vec<i32> {
         .filter(|pid| {
             read_cmdline(*pid).is_some_and(|argv| {
                 flag_value(&argv, "-address") == Some(address.as_ref())
-                    && namespace.map_or(true, |ns| flag_value(&argv, "-namespace") == Some(ns))
+                    && namespace.is_none_or(|ns| flag_value(&argv, "-namespace") == Some(ns))
             })
         })
         .collect()
