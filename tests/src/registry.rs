@@ -1,9 +1,11 @@
 //! A private `docker-registry` (distribution v2) on 127.0.0.1 with a temp storage dir, images
 //! made here from the host's static busybox (see [`layout`]) pushed into it with skopeo, and
-//! a fault-injecting proxy in front of it (see [`proxy`]).
+//! a fault-injecting proxy in front of it (see [`proxy`]), and a Bearer token service for it
+//! (see [`token`]).
 
 pub mod layout;
 pub mod proxy;
+pub mod token;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -55,8 +57,6 @@ impl Registry {
             .prefix("limpet-registry-")
             .tempdir()
             .map_err(io_err("temp dir"))?;
-        let port = free_port()?;
-        let addr = format!("127.0.0.1:{port}");
         let mut auth = String::new();
         if let Some((user, pass)) = basic_auth {
             let hash =
@@ -68,6 +68,31 @@ impl Registry {
                 file.display()
             );
         }
+        let creds = basic_auth.map(|(u, p)| (u.to_string(), p.to_string()));
+        Registry::launch(dir, &auth, creds)
+    }
+
+    /// Starts a registry that takes only Bearer tokens of `tokens`; pushes go through it as
+    /// its user.
+    pub fn start_token(tokens: &token::TokenServer) -> Result<Registry> {
+        require_tools()?;
+        let dir = tempfile::Builder::new()
+            .prefix("limpet-registry-")
+            .tempdir()
+            .map_err(io_err("temp dir"))?;
+        let (user, pass) = tokens.user();
+        let creds = Some((user.to_string(), pass.to_string()));
+        Registry::launch(dir, &tokens.registry_auth_config(), creds)
+    }
+
+    /// Runs docker-registry in `dir` with this `auth:` config section, and waits for it.
+    fn launch(
+        dir: tempfile::TempDir,
+        auth: &str,
+        creds: Option<(String, String)>,
+    ) -> Result<Registry> {
+        let port = free_port()?;
+        let addr = format!("127.0.0.1:{port}");
         let config = format!(
             "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth}",
             dir.path().join("data").display()
@@ -88,7 +113,7 @@ impl Registry {
             addr,
             dir,
             child,
-            creds: basic_auth.map(|(u, p)| (u.to_string(), p.to_string())),
+            creds,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while http_status(&reg.addr, "/v2/").is_none() {
