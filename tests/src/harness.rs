@@ -1,16 +1,20 @@
 //! One case's world: a private containerd, a namespace of its own holding the busybox image,
-//! and the shim under test as the runtime of every container the case runs.
+//! and the shim under test as the runtime of every container the case runs. A CRI case
+//! ([`Harness::run_cri_case`], [`cri_cases!`](crate::cri_cases)) gets a containerd with its CRI
+//! plugin instead, and the images in the CRI namespace.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::cleanup;
-use crate::containerd::Containerd;
+use crate::containerd::{Containerd, CriSetup, CRI_NAMESPACE};
 use crate::ctr::CtrOutput;
-use crate::env::{require_root, shim_under_test, Flavor, ShimUnderTest};
+use crate::env::{require_root, shim_under_test, which, Flavor, ShimUnderTest};
 use crate::error::{HarnessError, Result};
 use crate::events::EventStream;
-use crate::image::{busybox_image_tar, IMAGE_BASE_NAME, IMAGE_REF};
+use crate::image::{
+    busybox_image_tar, pause_image_tar, IMAGE_BASE_NAME, IMAGE_REF, PAUSE_IMAGE_BASE_NAME,
+};
 
 pub struct Harness {
     pub flavor: Flavor,
@@ -41,6 +45,32 @@ pub fn run_case(flavor: Flavor, name: &str, case: fn(&Harness)) {
     }
 }
 
+/// Declares the given CRI case functions (`fn(&Harness)`) as tests against containerd 1.x
+/// and 2.x, like [`shim_cases!`](crate::shim_cases).
+#[macro_export]
+macro_rules! cri_cases {
+    ($($case:ident),+ $(,)?) => {
+        mod containerd_1 {
+            $(
+                #[test]
+                fn $case() {
+                    $crate::Harness::run_cri_case(
+                        $crate::Flavor::Containerd1, stringify!($case), super::$case);
+                }
+            )+
+        }
+        mod containerd_2 {
+            $(
+                #[test]
+                fn $case() {
+                    $crate::Harness::run_cri_case(
+                        $crate::Flavor::Containerd2, stringify!($case), super::$case);
+                }
+            )+
+        }
+    };
+}
+
 /// Reports a skipped case (or part of one) on stderr and in the skip log.
 pub fn skip(message: &str) {
     eprintln!("SKIP: {message}");
@@ -68,15 +98,68 @@ impl Harness {
             namespace,
             containerd,
         };
-        let image = image.to_string_lossy().into_owned();
-        let import = harness.ctr(&["images", "import", "--base-name", IMAGE_BASE_NAME, &image]);
+        harness.import(IMAGE_BASE_NAME, &image)?;
+        Ok(harness)
+    }
+
+    /// Runs one CRI case against `flavor`, or prints `SKIP: reason`.
+    pub fn run_cri_case(flavor: Flavor, name: &str, case: fn(&Harness)) {
+        match Harness::new_cri(flavor) {
+            Ok(harness) => case(&harness),
+            Err(HarnessError::Skip(reason)) => skip(&format!("{name} ({flavor}): {reason}")),
+            Err(e) => panic!("{name} ({flavor}): harness setup failed: {e}"),
+        }
+    }
+
+    /// A containerd with its CRI plugin (see [`Containerd::start_cri`]) and the busybox and
+    /// sandbox images in the CRI namespace, where the plugin looks for them.
+    pub fn new_cri(flavor: Flavor) -> Result<Harness> {
+        require_root()?;
+        if which("runc").is_none() {
+            return Err(HarnessError::Skip(
+                "runc is not installed (the CRI runtime's BinaryName)".to_string(),
+            ));
+        }
+        let bins = flavor.resolve()?;
+        let shim = shim_under_test()?;
+        let image = busybox_image_tar()?;
+        let pause = pause_image_tar()?;
+        let containerd = Containerd::start_cri(bins, &shim)?;
+        let harness = Harness {
+            flavor,
+            shim,
+            namespace: CRI_NAMESPACE.to_string(),
+            containerd,
+        };
+        harness.import(IMAGE_BASE_NAME, &image)?;
+        harness.import(PAUSE_IMAGE_BASE_NAME, &pause)?;
+        Ok(harness)
+    }
+
+    /// `ctr images import --base-name BASE ARCHIVE` into this case's namespace.
+    fn import(&self, base_name: &str, archive: &Path) -> Result<()> {
+        let archive = archive.to_string_lossy().into_owned();
+        let import = self.ctr(&["images", "import", "--base-name", base_name, &archive]);
         if !import.success() {
             return Err(HarnessError::Setup(format!(
                 "image import failed:\n{}",
                 import.describe()
             )));
         }
-        Ok(harness)
+        Ok(())
+    }
+
+    /// The CRI settings of a case started by [`Harness::run_cri_case`].
+    #[track_caller]
+    pub fn cri(&self) -> &CriSetup {
+        self.containerd
+            .cri()
+            .unwrap_or_else(|| panic!("not a CRI case: use Harness::run_cri_case"))
+    }
+
+    /// The CRI endpoint: containerd's own gRPC socket.
+    pub fn cri_endpoint(&self) -> String {
+        format!("unix://{}", self.containerd.address().display())
     }
 
     pub fn containerd(&self) -> &Containerd {
