@@ -138,9 +138,10 @@ impl ContentStore {
             .collect())
     }
 
-    /// Bytes (allocated) and inodes used by the store.
+    /// Bytes (allocated) and inodes used by the store, blobs being written included (so a
+    /// client can watch a pull's progress).
     pub fn usage(&self) -> (u64, u64) {
-        crate::fsusage::tree_usage(self.blobs.parent().unwrap_or(&self.blobs))
+        crate::fsusage::tree_usage(self.ingest.parent().unwrap_or(&self.ingest))
     }
 }
 
