@@ -61,8 +61,14 @@ enum ConfigCommand {
     Check,
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("limpetd: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     let mut config = match &cli.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
