@@ -52,6 +52,8 @@ pub struct CriConfig<'a> {
     pub runc_root: &'a Path,
     /// An empty dir: pods use the host network, so no CNI config is loaded.
     pub cni_dir: &'a Path,
+    /// More runc options for the runtime, as (key, TOML value), e.g. `("IoUid", "1000")`.
+    pub runc_options: &'a [(String, String)],
 }
 
 /// Renders the config for a containerd of the given major version; with `cri`, the CRI
@@ -158,6 +160,9 @@ fn render_cri(major: u32, cri: &CriConfig<'_>) -> String {
         "\n[plugins.\"{runtime}\".containerd.runtimes.runc.options]\n  BinaryName = \"runc\"\n  Root = {}",
         quote(cri.runc_root)
     );
+    for (key, value) in cri.runc_options {
+        let _ = writeln!(out, "  {key} = {value}");
+    }
     out
 }
 
@@ -198,6 +203,7 @@ mod tests {
             runtime_path: Path::new("/bin/shim"),
             runc_root: Path::new("/t/runc"),
             cni_dir: Path::new("/t/cni"),
+            runc_options: &[("IoUid".to_string(), "1000".to_string())],
         };
         let v1 = render(1, &paths, false, Some(&cri));
         assert!(!v1.contains("\"io.containerd.grpc.v1.cri\","), "{v1}");
@@ -205,7 +211,7 @@ mod tests {
         assert!(v1.contains(
             "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n  runtime_path = \"/bin/shim\""
         ));
-        assert!(v1.contains("Root = \"/t/runc\""));
+        assert!(v1.contains("Root = \"/t/runc\"\n  IoUid = 1000\n"), "{v1}");
         let v2 = render(2, &paths, false, Some(&cri));
         let disabled = v2.lines().find(|l| l.starts_with("disabled_plugins"));
         for enabled in CRI_PLUGINS {

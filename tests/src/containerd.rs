@@ -118,18 +118,28 @@ impl CriSetup {
 impl Containerd {
     /// Starts a containerd whose PATH resolves `shim.runtime` to `shim.binary`.
     pub fn start(bins: ContainerdBins, shim: &ShimUnderTest) -> Result<Self> {
-        Self::start_with(bins, shim, false)
+        Self::start_with(bins, shim, None)
     }
 
     /// [`Containerd::start`] with the CRI plugin enabled, configured as the README documents:
-    /// runtime type `io.containerd.runc.v2`, `runtime_path` = the shim under test.
-    pub fn start_cri(bins: ContainerdBins, shim: &ShimUnderTest) -> Result<Self> {
-        let containerd = Self::start_with(bins, shim, true)?;
+    /// runtime type `io.containerd.runc.v2`, `runtime_path` = the shim under test; plus
+    /// `runc_options` (key, TOML value) in the runtime's options table.
+    pub fn start_cri(
+        bins: ContainerdBins,
+        shim: &ShimUnderTest,
+        runc_options: &[(String, String)],
+    ) -> Result<Self> {
+        let containerd = Self::start_with(bins, shim, Some(runc_options))?;
         containerd.check_cri_plugin()?;
         Ok(containerd)
     }
 
-    fn start_with(bins: ContainerdBins, shim: &ShimUnderTest, cri: bool) -> Result<Self> {
+    /// `cri`: enable the CRI plugin, with these extra runc options.
+    fn start_with(
+        bins: ContainerdBins,
+        shim: &ShimUnderTest,
+        cri: Option<&[(String, String)]>,
+    ) -> Result<Self> {
         let dir = make_temp_dir()?;
         let bin = dir.join("bin");
         std::fs::create_dir_all(&bin).map_err(io_path_err("create", &bin))?;
@@ -147,9 +157,10 @@ impl Containerd {
         let address = dir.join("c.sock");
         let config = dir.join("config.toml");
         let debug = std::env::var(DEBUG_ENV).is_ok_and(|v| v == "1");
+        let runc_options = cri.unwrap_or_default();
         let cri = match cri {
-            true => Some(prepare_cri(&dir, &bin, &bins, shim)?),
-            false => None,
+            Some(_) => Some(prepare_cri(&dir, &bin, &bins, shim)?),
+            None => None,
         };
         let cni_dir = dir.join("cni");
         let cri_config = cri.as_ref().map(|setup| CriConfig {
@@ -157,6 +168,7 @@ impl Containerd {
             runtime_path: &shim.binary,
             runc_root: &setup.runc_root,
             cni_dir: &cni_dir,
+            runc_options,
         });
         let text = config::render(
             bins.major,

@@ -104,7 +104,18 @@ impl Harness {
 
     /// Runs one CRI case against `flavor`, or prints `SKIP: reason`.
     pub fn run_cri_case(flavor: Flavor, name: &str, case: fn(&Harness)) {
-        match Harness::new_cri(flavor) {
+        Harness::run_cri_case_with(flavor, name, &[], case)
+    }
+
+    /// [`Harness::run_cri_case`] with more runc options (key, TOML value) in the CRI runtime's
+    /// options table, e.g. `("IoUid", "1000")`.
+    pub fn run_cri_case_with(
+        flavor: Flavor,
+        name: &str,
+        runc_options: &[(String, String)],
+        case: fn(&Harness),
+    ) {
+        match Harness::new_cri(flavor, runc_options) {
             Ok(harness) => case(&harness),
             Err(HarnessError::Skip(reason)) => skip(&format!("{name} ({flavor}): {reason}")),
             Err(e) => panic!("{name} ({flavor}): harness setup failed: {e}"),
@@ -113,7 +124,7 @@ impl Harness {
 
     /// A containerd with its CRI plugin (see [`Containerd::start_cri`]) and the busybox and
     /// sandbox images in the CRI namespace, where the plugin looks for them.
-    pub fn new_cri(flavor: Flavor) -> Result<Harness> {
+    pub fn new_cri(flavor: Flavor, runc_options: &[(String, String)]) -> Result<Harness> {
         require_root()?;
         if which("runc").is_none() {
             return Err(HarnessError::Skip(
@@ -124,7 +135,7 @@ impl Harness {
         let shim = shim_under_test()?;
         let image = busybox_image_tar()?;
         let pause = pause_image_tar()?;
-        let containerd = Containerd::start_cri(bins, &shim)?;
+        let containerd = Containerd::start_cri(bins, &shim, runc_options)?;
         let harness = Harness {
             flavor,
             shim,
