@@ -15,10 +15,11 @@ use limpet_protos::cri::v1::runtime_service_client::RuntimeServiceClient;
 use limpet_protos::cri::v1::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatus, ContainerStatusRequest,
     CreateContainerRequest, ExecSyncRequest, ImageSpec, ImageStatusRequest, LinuxContainerConfig,
-    LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
-    ListPodSandboxRequest, NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata,
-    RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
-    StopContainerRequest, StopPodSandboxRequest, VersionRequest,
+    LinuxContainerResources, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
+    LinuxSandboxSecurityContext, ListPodSandboxRequest, NamespaceMode, NamespaceOption,
+    PodSandboxConfig, PodSandboxMetadata, RemoveContainerRequest, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
+    UpdateContainerResourcesRequest, VersionRequest,
 };
 use limpet_tests::limpetd::block_on;
 use limpet_tests::{cri_cases, mounts_under, pid_alive, read_cmdline, skip, Harness};
@@ -113,6 +114,21 @@ async fn pod_lifecycle_async(h: &Harness) {
     assert_eq!(String::from_utf8_lossy(&exec.stdout), "out\n", "{exec:?}");
     assert_eq!(String::from_utf8_lossy(&exec.stderr), "", "{exec:?}");
     assert_eq!(exec.exit_code, 3, "{exec:?}");
+
+    // UpdateContainerResources reaches runc through the shim's Update.
+    const LIMIT: i64 = 64 << 20;
+    cri.runtime
+        .update_container_resources(UpdateContainerResourcesRequest {
+            container_id: container_id.clone(),
+            linux: Some(LinuxContainerResources {
+                memory_limit_in_bytes: LIMIT,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("UpdateContainerResources: {e}"));
+    assert_eq!(memory_limit(h, &container_id), Some(LIMIT as u64));
 
     cri.runtime
         .stop_container(StopContainerRequest {
@@ -396,6 +412,28 @@ fn runc_state(h: &Harness, id: &str) -> Option<serde_json::Value> {
         return None;
     }
     serde_json::from_slice(&out.stdout).ok()
+}
+
+/// The memory limit of a container's cgroup (v1 `memory.limit_in_bytes`, v2 `memory.max`).
+fn memory_limit(h: &Harness, id: &str) -> Option<u64> {
+    let pid = runc_state(h, id)?.get("pid")?.as_i64()?;
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let v1 = cgroups.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+        controllers
+            .split(',')
+            .any(|c| c == "memory")
+            .then(|| path.to_string())
+    });
+    let file = match v1 {
+        Some(path) => format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes"),
+        None => {
+            let path = cgroups.lines().find_map(|l| l.strip_prefix("0::"))?;
+            format!("/sys/fs/cgroup{path}/memory.max")
+        }
+    };
+    std::fs::read_to_string(file).ok()?.trim().parse().ok()
 }
 
 fn bundle_spec(h: &Harness, id: &str) -> serde_json::Value {
