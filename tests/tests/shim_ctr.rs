@@ -394,7 +394,13 @@ fn log_uri_file_receives_output(h: &Harness) {
     .ok();
     h.wait_status("lg", "STOPPED", 10 * SECOND);
     assert_eq!(h.delete_task("lg"), 0);
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    // The Go shim may still be copying into the file after Delete returned: give it time.
+    let deadline = std::time::Instant::now() + 5 * SECOND;
+    let mut text = std::fs::read_to_string(&log).unwrap_or_default();
+    while text.lines().count() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(SECOND / 20);
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+    }
     let mut lines: Vec<&str> = text.lines().collect();
     lines.sort();
     assert_eq!(
