@@ -11,5 +11,6 @@ pub mod fsusage;
 pub mod images;
 pub mod lock;
 pub mod metrics;
+pub mod network;
 pub mod snapshots;
 pub mod store;
