@@ -12,5 +12,6 @@ pub mod images;
 pub mod lock;
 pub mod metrics;
 pub mod network;
+pub mod oci;
 pub mod snapshots;
 pub mod store;
