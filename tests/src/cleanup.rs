@@ -53,6 +53,11 @@ pub fn teardown_dir(dir: &Path, namespaces: &[String]) {
     }
 }
 
+/// The test process that owns a `<prefix><pid>-<n>` name.
+pub fn owner_pid(name: &str, prefix: &str) -> Option<i32> {
+    name.strip_prefix(prefix)?.split('-').next()?.parse().ok()
+}
+
 /// Tears down `<base>/<prefix><pid>-<n>` dirs whose owning test process is gone (killed
 /// before its cleanup ran).
 pub fn sweep_stale_dirs(base: &Path, prefix: &str) {
@@ -61,11 +66,7 @@ pub fn sweep_stale_dirs(base: &Path, prefix: &str) {
     };
     for entry in entries.filter_map(|e| e.ok()) {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let owner: Option<i32> = name
-            .strip_prefix(prefix)
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse().ok());
-        if let Some(pid) = owner {
+        if let Some(pid) = owner_pid(&name, prefix) {
             if !pid_alive(pid) && entry.path().join("config.toml").is_file() {
                 eprintln!(
                     "cleaning up after a dead test process: {}",

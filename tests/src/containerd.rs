@@ -516,11 +516,8 @@ fn sweep_stale_cri_cgroups() {
         };
         for entry in entries.filter_map(|e| e.ok()) {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let owner: Option<i32> = name
-                .strip_prefix(DIR_PREFIX)
-                .and_then(|rest| rest.split('-').next())
-                .and_then(|pid| pid.parse().ok());
-            if owner.is_some_and(|pid| !crate::proc::pid_alive(pid)) {
+            if cleanup::owner_pid(&name, DIR_PREFIX).is_some_and(|pid| !crate::proc::pid_alive(pid))
+            {
                 cleanup::remove_namespace_cgroups(&format!("{name}/{CRI_NAMESPACE}"));
                 let _ = std::fs::remove_dir(entry.path());
             }

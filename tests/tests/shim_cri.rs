@@ -15,12 +15,11 @@ use limpet_protos::cri::v1::runtime_service_client::RuntimeServiceClient;
 use limpet_protos::cri::v1::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatus, ContainerStatusRequest,
     CreateContainerRequest, ExecSyncRequest, ImageSpec, ImageStatusRequest, LinuxContainerConfig,
-    LinuxContainerResources, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
-    LinuxSandboxSecurityContext, ListPodSandboxRequest, NamespaceMode, NamespaceOption,
-    PodSandboxConfig, PodSandboxMetadata, RemoveContainerRequest, RemovePodSandboxRequest,
-    RunPodSandboxRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
-    UpdateContainerResourcesRequest, VersionRequest,
+    LinuxContainerResources, LinuxContainerSecurityContext, ListPodSandboxRequest,
+    RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
+    StopContainerRequest, StopPodSandboxRequest, UpdateContainerResourcesRequest, VersionRequest,
 };
+use limpet_tests::cri_pod::{host_network, host_network_pod};
 use limpet_tests::limpetd::block_on;
 use limpet_tests::{cri_cases, mounts_under, pid_alive, read_cmdline, skip, Harness};
 
@@ -62,7 +61,7 @@ async fn pod_lifecycle_async(h: &Harness) {
         assert_image_present(&mut cri, image).await;
     }
 
-    let pod_config = pod_config(h);
+    let pod_config = host_network_pod(h, "pod");
     let pod_id = cri
         .runtime
         .run_pod_sandbox(RunPodSandboxRequest {
@@ -196,33 +195,6 @@ async fn pod_lifecycle_async(h: &Harness) {
     eprintln!("pod lifecycle took {:?}", started.elapsed());
 }
 
-/// A host-network pod, in the cgroup parent the harness cleans up by path.
-fn pod_config(h: &Harness) -> PodSandboxConfig {
-    let unique = format!("{}-{}", std::process::id(), h.flavor);
-    let unique: String = unique
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: format!("limpet-pod-{unique}"),
-            uid: format!("uid-{unique}"),
-            namespace: format!("limpet-{unique}"),
-            attempt: 0,
-        }),
-        log_directory: h.cri().log_dir.display().to_string(),
-        linux: Some(LinuxPodSandboxConfig {
-            cgroup_parent: h.cri().cgroup_parent.clone(),
-            security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(host_network()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 fn container_config(h: &Harness) -> ContainerConfig {
     let script = format!("echo {GREETING}; sleep 1000");
     ContainerConfig {
@@ -248,15 +220,6 @@ fn container_config(h: &Harness) -> ContainerConfig {
 }
 
 /// Network NODE (no CNI involved), pid and ipc as kubelet's defaults.
-fn host_network() -> NamespaceOption {
-    NamespaceOption {
-        network: NamespaceMode::Node.into(),
-        pid: NamespaceMode::Container.into(),
-        ipc: NamespaceMode::Pod.into(),
-        ..Default::default()
-    }
-}
-
 async fn assert_image_present(cri: &mut Cri, image: &str) {
     let status = cri
         .images

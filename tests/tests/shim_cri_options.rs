@@ -11,11 +11,10 @@ use std::time::{Duration, Instant};
 use limpet_protos::cri::v1::runtime_service_client::RuntimeServiceClient;
 use limpet_protos::cri::v1::{
     ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec, LinuxContainerConfig,
-    LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
-    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, RemoveContainerRequest,
-    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
-    StopPodSandboxRequest,
+    LinuxContainerSecurityContext, RemoveContainerRequest, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
 };
+use limpet_tests::cri_pod::{host_network, host_network_pod};
 use limpet_tests::limpetd::block_on;
 use limpet_tests::{pid_alive, Flavor, Harness};
 
@@ -111,7 +110,7 @@ async fn io_owner_and_shim_cgroup_async(h: &Harness) {
         .await
         .unwrap_or_else(|e| panic!("connect to {}: {e}", h.cri_endpoint()));
     let mut cri = RuntimeServiceClient::new(channel);
-    let pod_config = pod_config(h);
+    let pod_config = host_network_pod(h, "opts");
     let pod_id = cri
         .run_pod_sandbox(RunPodSandboxRequest {
             config: Some(pod_config.clone()),
@@ -204,33 +203,6 @@ async fn io_owner_and_shim_cgroup_async(h: &Harness) {
     assert!(!pid_alive(shim), "shim {shim} outlived its pod");
 }
 
-/// A host-network pod in the cgroup parent the harness removes by path.
-fn pod_config(h: &Harness) -> PodSandboxConfig {
-    let unique = format!("{}-{}", std::process::id(), h.flavor);
-    let unique: String = unique
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: format!("limpet-opts-{unique}"),
-            uid: format!("uid-opts-{unique}"),
-            namespace: format!("limpet-{unique}"),
-            attempt: 0,
-        }),
-        log_directory: h.cri().log_dir.display().to_string(),
-        linux: Some(LinuxPodSandboxConfig {
-            cgroup_parent: h.cri().cgroup_parent.clone(),
-            security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(host_network()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 fn container_config(h: &Harness) -> ContainerConfig {
     ContainerConfig {
         metadata: Some(ContainerMetadata {
@@ -252,15 +224,6 @@ fn container_config(h: &Harness) -> ContainerConfig {
             }),
             ..Default::default()
         }),
-        ..Default::default()
-    }
-}
-
-fn host_network() -> NamespaceOption {
-    NamespaceOption {
-        network: NamespaceMode::Node.into(),
-        pid: NamespaceMode::Container.into(),
-        ipc: NamespaceMode::Pod.into(),
         ..Default::default()
     }
 }

@@ -6,7 +6,7 @@ use limpet_protos::cri::tonic::transport::Channel;
 use limpet_protos::cri::v1::image_service_client::ImageServiceClient;
 use limpet_protos::cri::v1::{
     AuthConfig, Image, ImageFilter, ImageFsInfoRequest, ImageSpec, ImageStatusRequest,
-    ListImagesRequest, PullImageRequest, RemoveImageRequest,
+    ImageStatusResponse, ListImagesRequest, PullImageRequest, RemoveImageRequest,
 };
 
 use crate::client::call;
@@ -205,6 +205,24 @@ fn verbose_image(i: &Image) -> String {
     s
 }
 
+async fn status(
+    client: &Client,
+    t: Duration,
+    image: &str,
+    verbose: bool,
+) -> anyhow::Result<ImageStatusResponse> {
+    let mut c = client.clone();
+    call(
+        &format!("image status {image}"),
+        t,
+        c.image_status(ImageStatusRequest {
+            image: spec(image),
+            verbose,
+        }),
+    )
+    .await
+}
+
 pub async fn inspect(
     client: &Client,
     t: Duration,
@@ -214,16 +232,7 @@ pub async fn inspect(
 ) -> anyhow::Result<()> {
     let mut missing = Vec::new();
     for s in specs {
-        let mut c = client.clone();
-        let resp = call(
-            &format!("image status {s}"),
-            t,
-            c.image_status(ImageStatusRequest {
-                image: spec(s),
-                verbose,
-            }),
-        )
-        .await?;
+        let resp = status(client, t, s, verbose).await?;
         let Some(image) = &resp.image else {
             missing.push(s.clone());
             continue;
@@ -281,16 +290,7 @@ pub async fn remove(
             anyhow::bail!("name at least one image, or use --all or --prune");
         }
         for s in specs {
-            let mut c = client.clone();
-            let resp = call(
-                &format!("image status {s}"),
-                t,
-                c.image_status(ImageStatusRequest {
-                    image: spec(s),
-                    verbose: false,
-                }),
-            )
-            .await?;
+            let resp = status(client, t, s, false).await?;
             match resp.image {
                 Some(i) => {
                     let names = if i.repo_tags.is_empty() {
