@@ -1,11 +1,13 @@
 #!/bin/bash
 # scripts/run.sh [start|stop|status]
-# Installs what limpet needs, builds limpetd and limpetctl (release), starts limpetd with its
-# built-in default config (root /var/lib/limpet, socket /run/limpet/limpetd.sock) and a local
-# docker-registry on $LIMPET_REGISTRY (default 127.0.0.1:5000) seeded with a busybox image
-# built from the host's static busybox, then shows `limpetctl pull` and `limpetctl images`.
-# Both keep running; `scripts/run.sh stop` stops them. Logs and pid files: $LIMPET_RUN_DIR
-# (default /tmp/limpet-run).
+# Installs what limpet needs, builds limpetd, limpetctl and the shim (release), starts limpetd
+# with its built-in default config (root /var/lib/limpet, socket /run/limpet/limpetd.sock,
+# CNI configs in /etc/cni/net.d) and a local docker-registry on $LIMPET_REGISTRY (default
+# 127.0.0.1:5000) seeded with a busybox image built from the host's static busybox, then pulls
+# it and runs a pod with one container, showing the pod, its IP and the container's log.
+# Without any CNI config, a bridge network (limpet0, 10.89.0.0/24) is written to
+# /etc/cni/net.d/10-limpet.conflist first. Everything keeps running; `scripts/run.sh stop`
+# removes the pod and stops both. Logs and pid files: $LIMPET_RUN_DIR (default /tmp/limpet-run).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -17,6 +19,9 @@ say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 alive() { [ -f "$run_dir/$1.pid" ] && kill -0 "$(cat "$run_dir/$1.pid")" 2>/dev/null; }
 
 stop() {
+    if alive limpetd && [ -x "$limpetctl" ]; then
+        "$limpetctl" rmp --all --force >/dev/null 2>&1 || true
+    fi
     for name in limpetd registry; do
         if alive "$name"; then
             kill "$(cat "$run_dir/$name.pid")"
@@ -26,6 +31,10 @@ stop() {
         rm -f "$run_dir/$name.pid"
     done
 }
+
+target=$(cargo metadata --format-version 1 --no-deps 2>/dev/null | jq -r .target_directory 2>/dev/null || echo target)/release
+limpetd=$target/limpetd
+limpetctl=$target/limpetctl
 
 case ${1:-start} in
     stop) stop; exit 0 ;;
@@ -40,11 +49,28 @@ esac
 
 [ "$(id -u)" -eq 0 ] || { echo "run.sh: run as root (limpetd unpacks images as root)" >&2; exit 1; }
 bash scripts/setup.sh
-cargo build --release -p limpetd
+cargo build --release -p limpetd -p containerd-shim-limpet-v2
 target=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)/release
 limpetd=$target/limpetd
 limpetctl=$target/limpetctl
 mkdir -p "$run_dir"
+
+# A pod network, unless the host has one.
+if ! ls /etc/cni/net.d/*.conf /etc/cni/net.d/*.conflist >/dev/null 2>&1; then
+    mkdir -p /etc/cni/net.d
+    cat > /etc/cni/net.d/10-limpet.conflist <<'EOF'
+{
+  "cniVersion": "1.0.0",
+  "name": "limpet",
+  "plugins": [
+    {"type": "bridge", "bridge": "limpet0", "isGateway": true, "ipMasq": true,
+     "ipam": {"type": "host-local", "subnet": "10.89.0.0/24", "routes": [{"dst": "0.0.0.0/0"}]}},
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+EOF
+    echo "wrote /etc/cni/net.d/10-limpet.conflist (bridge limpet0, 10.89.0.0/24)"
+fi
 
 # The registry, with a busybox image pushed once.
 if ! alive registry; then
@@ -85,7 +111,35 @@ say limpetctl pull "$registry/busybox:latest"
 "$limpetctl" pull "$registry/busybox:latest"
 say limpetctl images
 "$limpetctl" images
+
+# A pod and a container, in the JSON crictl takes.
+cat > "$run_dir/pod.json" <<EOF
+{"metadata": {"name": "hello", "namespace": "default", "uid": "hello-uid"},
+ "hostname": "hello", "log_directory": "/var/log/pods/default_hello",
+ "linux": {"cgroup_parent": "/limpet-demo"}}
+EOF
+cat > "$run_dir/container.json" <<EOF
+{"metadata": {"name": "greeter"}, "image": {"image": "$registry/busybox:latest"},
+ "command": ["/bin/sh", "-c", "echo hello from \$(hostname), \$(ip -4 -o addr show eth0 | awk '{print \$4}'); while sleep 5; do date; done"],
+ "log_path": "greeter/0.log"}
+EOF
+"$limpetctl" rmp --all --force >/dev/null 2>&1 || true
+say limpetctl runp "$run_dir/pod.json"
+pod=$("$limpetctl" runp "$run_dir/pod.json")
+echo "$pod"
+say limpetctl create "${pod:0:13}" "$run_dir/container.json" "$run_dir/pod.json"
+ctr=$("$limpetctl" create "$pod" "$run_dir/container.json" "$run_dir/pod.json")
+echo "$ctr"
+say limpetctl start "${ctr:0:13}"
+"$limpetctl" start "$ctr"
+sleep 1
+say limpetctl pods
+"$limpetctl" pods
+say limpetctl ps
+"$limpetctl" ps
+say limpetctl logs "${ctr:0:13}"
+"$limpetctl" logs "$ctr"
 echo
 echo "limpetd (pid $(cat "$run_dir/limpetd.pid")) serves CRI on unix://$socket; logs in $run_dir."
-echo "Try: $limpetctl inspecti $registry/busybox:latest; $limpetctl imagefsinfo; $limpetctl rmi --prune"
-echo "Stop both with: scripts/run.sh stop"
+echo "Try: $limpetctl logs -f ${ctr:0:13}; $limpetctl exec ${ctr:0:13} ps; $limpetctl inspectp ${pod:0:13}; $limpetctl stats"
+echo "Stop everything with: scripts/run.sh stop"

@@ -31,8 +31,12 @@ our_shim=$target_dir/release/containerd-shim-limpet-v2
 step "cargo fmt --check (files needing cargo fmt)"
 run fmt cargo fmt --all -- --check -l
 
+# limpetd's crash points (the `fail` crate) are compiled in for the tests only: the restart
+# suite arms them through FAILPOINTS to kill limpetd at named steps.
+features=(--features limpetd/failpoints)
+
 step "build"
-cargo build --workspace --all-targets || exit 1
+cargo build --workspace --all-targets "${features[@]}" || exit 1
 cargo build --release -p containerd-shim-limpet-v2 || exit 1
 
 skip_log=$(mktemp)
@@ -48,21 +52,21 @@ fi
 # Runs the whole workspace's tests with the shim suites against shim $1.
 workspace_tests() {
     if [ -n "$have_nextest" ]; then
-        LIMPET_SHIM=$1 cargo nextest run --workspace --no-fail-fast
+        LIMPET_SHIM=$1 cargo nextest run --workspace --no-fail-fast "${features[@]}"
     else
-        LIMPET_SHIM=$1 cargo test --workspace --no-fail-fast
+        LIMPET_SHIM=$1 cargo test --workspace --no-fail-fast "${features[@]}"
     fi
 }
 
 # Runs the shim suites' cases of flavor $2 (containerd_1 / containerd_2) against shim $1.
 shim_suites() {
     if [ -n "$have_nextest" ]; then
-        LIMPET_SHIM=$1 cargo nextest run -p limpet-tests --no-fail-fast \
+        LIMPET_SHIM=$1 cargo nextest run -p limpet-tests --no-fail-fast "${features[@]}" \
             -E "binary(/^shim_/) & test(/^$2::/)"
     else
         local suites=()
         for f in tests/tests/shim_*.rs; do suites+=(--test "$(basename "$f" .rs)"); done
-        LIMPET_SHIM=$1 cargo test -p limpet-tests --no-fail-fast "${suites[@]}" -- "$2::"
+        LIMPET_SHIM=$1 cargo test -p limpet-tests --no-fail-fast "${features[@]}" "${suites[@]}" -- "$2::"
     fi
 }
 
@@ -86,7 +90,7 @@ if [[ " $targets " == *" limpet "* && " $targets " == *" go "* ]]; then
 fi
 
 step "cargo clippy"
-run clippy cargo clippy --workspace --all-targets -- -D warnings
+run clippy cargo clippy --workspace --all-targets "${features[@]}" -- -D warnings
 
 if [ -s "$skip_log" ]; then
     step "skipped (reasons)"

@@ -1,8 +1,10 @@
 //! Wire types of limpet: containerd's shim task API (v2 and v3), events, runc options,
-//! cgroup metrics and the shim bootstrap protocol, re-exported from `containerd-shim-protos`.
+//! cgroup metrics and the shim bootstrap protocol, re-exported from `containerd-shim-protos`;
+//! and limpet's own shim log service (`log`).
 
 #[cfg(feature = "cri")]
 pub mod cri;
+pub mod log;
 
 use std::collections::HashMap;
 use std::sync::Arc;

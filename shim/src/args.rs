@@ -25,6 +25,8 @@ pub enum Action {
     Serve,
     Start,
     Delete,
+    /// The sandbox process of a pod (`pause.rs`).
+    Pause,
 }
 
 pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Args> {
@@ -35,6 +37,7 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Args> {
             args.action = match arg.as_str() {
                 "start" => Action::Start,
                 "delete" => Action::Delete,
+                "pause" => Action::Pause,
                 other => return Err(Error::InvalidArgument(format!("unknown action {other:?}"))),
             };
             continue;
@@ -112,6 +115,11 @@ mod tests {
     fn serve_is_the_default_and_info_is_a_bool() {
         assert_eq!(p("-namespace n -id i").unwrap().action, Action::Serve);
         assert!(p("-info").unwrap().info);
+    }
+
+    #[test]
+    fn pause_needs_nothing_else() {
+        assert_eq!(p("pause").unwrap().action, Action::Pause);
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod cgroups;
 mod cleanup;
 mod console;
 mod copy;
+mod crilog;
 mod error;
 mod events;
 mod info;
@@ -15,6 +16,7 @@ mod logger;
 mod mount;
 mod oom;
 mod options;
+mod pause;
 mod reaper;
 mod runc;
 mod serve;
@@ -43,7 +45,8 @@ fn main() {
     let result = if args.info {
         with_reaper(info::info)
     } else {
-        if args.namespace.is_empty() {
+        // The pause process runs inside a pod, outside any containerd namespace.
+        if args.namespace.is_empty() && args.action != Action::Pause {
             fail(&error::Error::InvalidArgument(
                 "shim namespace cannot be empty".into(),
             ));
@@ -52,6 +55,7 @@ fn main() {
             Action::Start => bootstrap::start(&args),
             Action::Delete => with_reaper(|| cleanup::delete(&args)),
             Action::Serve => serve::serve(&args).map(|()| Vec::new()),
+            Action::Pause => pause::run(),
         }
     };
     match result {

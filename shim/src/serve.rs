@@ -74,7 +74,8 @@ pub fn serve(args: &Args) -> Result<()> {
     let mut server = ttrpc::Server::new()
         .add_listener(std::os::fd::IntoRawFd::into_raw_fd(listener))
         .context("listen")?
-        .register_service(limpet_protos::task_service(service))
+        .register_service(limpet_protos::task_service(service.clone()))
+        .register_service(limpet_protos::log::log_service(service))
         // Per connection: one idle worker beyond the busy ones (Wait blocks a worker).
         .set_thread_count_min(1)
         .set_thread_count_default(2)

@@ -1,9 +1,11 @@
-//! The task API over ttrpc: only conversions between the wire and [`Shim`]'s operations.
+//! The task API (and limpet's log service) over ttrpc: only conversions between the wire
+//! and [`Shim`]'s operations.
 
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 
 use limpet_protos::api::*;
+use limpet_protos::log::ReopenLog;
 use limpet_protos::ttrpc::{self, TtrpcContext};
 use limpet_protos::Task;
 
@@ -23,6 +25,15 @@ fn wait_response(e: Exited) -> WaitResponse {
         exit_status: e.status,
         exited_at: e.at.map(timestamp).into(),
         ..Default::default()
+    }
+}
+
+impl ReopenLog for Service {
+    fn reopen_log(&self, container_id: &str) -> R<()> {
+        self.shim
+            .reopen_log(container_id)
+            .inspect_err(|e| log::warn!("reopen log of {container_id}: {e}"))?;
+        Ok(())
     }
 }
 

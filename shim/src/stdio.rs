@@ -1,7 +1,8 @@
 //! A process's stdio: what runc is given, and the shim's side of it, which outlives any
 //! client. Destinations are containerd's: a FIFO path, `file:///path` (stdout and stderr
 //! appended to one file), `binary:///path?arg=value` (a logging program reading fds 3 and
-//! 4), or nothing; with a terminal, runc's pty through the console socket.
+//! 4), or nothing; with a terminal, runc's pty through the console socket. Ours:
+//! `cri-log:///path` (the shim writes the CRI log format itself, see `crilog.rs`).
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -17,6 +18,7 @@ use nix::unistd::{fchown, Gid, Uid};
 
 use crate::console::ConsoleSocket;
 use crate::copy::{self, Drained};
+use crate::crilog::{self, CriLog, Stream};
 use crate::error::{Context, Error, Result};
 
 /// The stdio a client asked for, as given in Create and Exec.
@@ -34,6 +36,7 @@ enum Dest {
     Fifo(PathBuf),
     File(PathBuf),
     Binary { path: PathBuf, args: Vec<String> },
+    CriLog(PathBuf),
 }
 
 fn parse_dest(s: &str) -> Result<Dest> {
@@ -55,6 +58,7 @@ fn parse_dest(s: &str) -> Result<Dest> {
     match scheme {
         "fifo" => Ok(Dest::Fifo(path)),
         "file" => Ok(Dest::File(path)),
+        "cri-log" => Ok(Dest::CriLog(path)),
         "binary" => {
             let mut args = Vec::new();
             for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -115,13 +119,30 @@ struct Pending {
     stdout: Option<(File, Out)>,
     stderr: Option<(File, Out)>,
     tty_out: Option<Out>,
+    cri_logs: Vec<Arc<CriLog>>,
 }
 
-/// Where an output pump writes; a FIFO comes with a read end the shim holds, so that
-/// writing never fails while the client is away.
-struct Out {
-    file: File,
-    _keep: Option<File>,
+/// Where an output pump writes: bytes as they come (a FIFO comes with a read end the shim
+/// holds, so that writing never fails while the client is away), or CRI log records.
+enum Out {
+    Raw { file: File, _keep: Option<File> },
+    Cri(Arc<CriLog>, Stream),
+}
+
+/// The CRI logs a process writes, opened once per path: stdout and stderr given the same
+/// URI share one file.
+#[derive(Default)]
+struct CriLogs(Vec<Arc<CriLog>>);
+
+impl CriLogs {
+    fn sink(&mut self, path: &std::path::Path, stream: Stream) -> Result<Out> {
+        if let Some(log) = self.0.iter().find(|l| l.path() == path) {
+            return Ok(Out::Cri(log.clone(), stream));
+        }
+        let log = CriLog::open(path)?;
+        self.0.push(log.clone());
+        Ok(Out::Cri(log, stream))
+    }
 }
 
 /// The shim's side of a running process's stdio.
@@ -130,6 +151,7 @@ pub struct ProcessIo {
     console: Option<File>,
     drained: Drained,
     stop_stdin: Option<OwnedFd>,
+    cri_logs: Vec<Arc<CriLog>>,
 }
 
 impl StdioPaths {
@@ -146,12 +168,15 @@ impl StdioPaths {
         };
         let out = parse_dest(&self.stdout)?;
         let err = parse_dest(&self.stderr)?;
+        let mut cri_logs = CriLogs::default();
         if self.terminal {
             let console = ConsoleSocket::new()?;
             let tty_out = match out {
                 Dest::Null => None,
                 Dest::Fifo(p) => Some(open_fifo_out(&p)?),
                 Dest::File(p) => Some(open_file_out(&p)?),
+                // A terminal has one output: containerd's CRI logs it as stdout.
+                Dest::CriLog(p) => Some(cri_logs.sink(&p, Stream::Stdout)?),
                 Dest::Binary { .. } => {
                     return Err(Error::InvalidArgument(
                         "a terminal cannot log to a binary".into(),
@@ -164,6 +189,7 @@ impl StdioPaths {
                 stdout: None,
                 stderr: None,
                 tty_out,
+                cri_logs: cri_logs.0,
             };
             return Ok(Prepared {
                 stdin: Stdio::null(),
@@ -180,6 +206,7 @@ impl StdioPaths {
             stdout: None,
             stderr: None,
             tty_out: None,
+            cri_logs: Vec::new(),
         };
         let runc_stdin = match stdin {
             Some(fifo) => {
@@ -200,11 +227,12 @@ impl StdioPaths {
                 pending,
             });
         }
-        let output = |dest: Dest| -> Result<(Stdio, Option<(File, Out)>)> {
+        let mut output = |dest: Dest, stream: Stream| -> Result<(Stdio, Option<(File, Out)>)> {
             let out = match dest {
                 Dest::Null => return Ok((Stdio::null(), None)),
                 Dest::Fifo(p) => open_fifo_out(&p)?,
                 Dest::File(p) => open_file_out(&p)?,
+                Dest::CriLog(p) => cri_logs.sink(&p, stream)?,
                 Dest::Binary { .. } => {
                     return Err(Error::InvalidArgument(
                         "stderr cannot be a binary alone".into(),
@@ -214,10 +242,11 @@ impl StdioPaths {
             let (r, w) = pipe(owner)?;
             Ok((Stdio::from(w), Some((File::from(r), out))))
         };
-        let (runc_stdout, stdout) = output(out)?;
-        let (runc_stderr, stderr) = output(err)?;
+        let (runc_stdout, stdout) = output(out, Stream::Stdout)?;
+        let (runc_stderr, stderr) = output(err, Stream::Stderr)?;
         pending.stdout = stdout;
         pending.stderr = stderr;
+        pending.cri_logs = cri_logs.0;
         Ok(Prepared {
             stdin: runc_stdin,
             stdout: runc_stdout,
@@ -269,7 +298,10 @@ impl Prepared {
             drained.add();
             let d = drained.clone();
             copy::spawn(&format!("{name}-{stream}"), move || {
-                copy::pump(&src, &out.file);
+                match &out {
+                    Out::Raw { file, .. } => copy::pump(&src, file),
+                    Out::Cri(log, stream) => crilog::pump(&src, log, *stream),
+                }
                 drop(out);
                 d.done();
             })
@@ -280,6 +312,7 @@ impl Prepared {
             console: master,
             drained,
             stop_stdin,
+            cri_logs: pending.cri_logs,
         })
     }
 }
@@ -295,6 +328,16 @@ impl ProcessIo {
             Some(master) => crate::console::resize(master, width, height),
             None => Err(Error::FailedPrecondition("process has no terminal".into())),
         }
+    }
+
+    /// ReopenContainerLog: the CRI log files are closed and opened again by path.
+    pub fn reopen_log(&self) -> Result<()> {
+        if self.cri_logs.is_empty() {
+            return Err(Error::FailedPrecondition(
+                "process output is not a cri-log".into(),
+            ));
+        }
+        self.cri_logs.iter().try_for_each(|log| log.reopen())
     }
 
     /// The process ended: stop reading its stdin FIFO and wait (bounded) until its output
@@ -366,7 +409,7 @@ fn open_fifo_out(path: &std::path::Path) -> Result<Out> {
         .write(true)
         .open(path)
         .context(format!("open {}", path.display()))?;
-    Ok(Out {
+    Ok(Out::Raw {
         file,
         _keep: Some(keep),
     })
@@ -381,7 +424,7 @@ fn open_file_out(path: &std::path::Path) -> Result<Out> {
         .create(true)
         .open(path)
         .context(format!("open {}", path.display()))?;
-    Ok(Out { file, _keep: None })
+    Ok(Out::Raw { file, _keep: None })
 }
 
 /// Starts a logging binary the way containerd's shim does: stdout on fd 3, stderr on fd 4,
@@ -451,6 +494,10 @@ mod tests {
                 args: vec!["id".into(), "abc".into(), "debug".into()]
             }
         );
+        assert_eq!(
+            parse_dest("cri-log:///var/log/pods/p_1/c/0.log").unwrap(),
+            Dest::CriLog("/var/log/pods/p_1/c/0.log".into())
+        );
         assert!(parse_dest("http://x/y").is_err());
         assert!(parse_dest("file://").is_err());
         assert!(parse_dest("file:///bad%zz").is_err());
@@ -461,9 +508,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out");
         nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        let out = open_fifo_out(&path).unwrap();
+        let Out::Raw { file, _keep } = open_fifo_out(&path).unwrap() else {
+            panic!("a fifo is a raw output");
+        };
         // No client reads: writes still succeed (into the pipe buffer) instead of EPIPE.
-        (&out.file).write_all(b"kept while nobody reads\n").unwrap();
+        (&file).write_all(b"kept while nobody reads\n").unwrap();
         let mut reader = OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NONBLOCK)
@@ -472,6 +521,63 @@ mod tests {
         let mut got = String::new();
         let _ = std::io::Read::read_to_string(&mut reader, &mut got);
         assert_eq!(got, "kept while nobody reads\n");
+    }
+
+    #[test]
+    fn cri_log_stdout_and_stderr_share_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        let uri = format!("cri-log://{}", path.display());
+        let paths = StdioPaths {
+            stdout: uri.clone(),
+            stderr: uri,
+            ..Default::default()
+        };
+        let mut prepared = paths.prepare("c", "default", None).unwrap();
+        assert_eq!(prepared.pending.cri_logs.len(), 1);
+        let mut child = Command::new("/bin/sh")
+            .args(["-c", "echo to-out; echo to-err >&2; printf tail"])
+            .stdin(Stdio::null())
+            .stdout(std::mem::replace(&mut prepared.stdout, Stdio::null()))
+            .stderr(std::mem::replace(&mut prepared.stderr, Stdio::null()))
+            .spawn()
+            .unwrap();
+        let mut io = prepared.start("c").unwrap();
+        child.wait().unwrap();
+        io.finish(Duration::from_secs(5));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut records: Vec<String> = text
+            .lines()
+            .map(|l| l.split_once(' ').unwrap().1.to_string())
+            .collect();
+        records.sort();
+        assert_eq!(
+            records,
+            vec!["stderr F to-err", "stdout F to-out", "stdout P tail"],
+            "{text:?}"
+        );
+        io.reopen_log().unwrap();
+    }
+
+    #[test]
+    fn reopen_needs_a_cri_log() {
+        let prepared = StdioPaths::default().prepare("c", "default", None).unwrap();
+        let io = prepared.start("c").unwrap();
+        assert_eq!(
+            io.reopen_log().unwrap_err().code(),
+            limpet_protos::ttrpc::Code::FAILED_PRECONDITION
+        );
+    }
+
+    #[test]
+    fn a_cri_log_in_a_missing_directory_fails_prepare() {
+        let paths = StdioPaths {
+            stdout: "cri-log:///nonexistent-dir/c/0.log".into(),
+            stderr: "cri-log:///nonexistent-dir/c/0.log".into(),
+            ..Default::default()
+        };
+        let err = paths.prepare("c", "default", None).err().unwrap();
+        assert_eq!(err.code(), limpet_protos::ttrpc::Code::NOT_FOUND, "{err}");
     }
 
     use std::io::Write;

@@ -723,6 +723,17 @@ impl Shim {
         }
     }
 
+    /// Reopens the CRI log of a container's init (log rotation).
+    pub fn reopen_log(&self, id: &str) -> Result<()> {
+        let tasks = self.lock();
+        match &tasks.container(id)?.init.io {
+            Some(io) => io.reopen_log(),
+            None => Err(Error::FailedPrecondition(format!(
+                "container {id} has no output"
+            ))),
+        }
+    }
+
     /// The pid of a container's init, for Connect.
     pub fn task_pid(&self, id: &str) -> u32 {
         self.lock()
@@ -810,6 +821,10 @@ mod tests {
         );
         assert_eq!(
             s.kill("nosuch", "", 9, false).unwrap_err().code(),
+            limpet_protos::ttrpc::Code::NOT_FOUND
+        );
+        assert_eq!(
+            s.reopen_log("nosuch").unwrap_err().code(),
             limpet_protos::ttrpc::Code::NOT_FOUND
         );
         let exec = api::ExecProcessRequest {

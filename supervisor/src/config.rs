@@ -21,6 +21,8 @@ pub struct Config {
     pub debug: Debug,
     pub metrics: Metrics,
     pub registry: Registry,
+    pub runtime: crate::config_runtime::Runtime,
+    pub cni: crate::config_runtime::Cni,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,6 +74,8 @@ impl Default for Config {
             debug: Debug::default(),
             metrics: Metrics::default(),
             registry: Registry::default(),
+            runtime: Default::default(),
+            cni: Default::default(),
         }
     }
 }
@@ -156,7 +160,10 @@ impl Config {
              # root: metadata database, content store, snapshots; state: sockets.\n\
              # grpc.address: CRI socket; metrics.address: host:port of /metrics, empty = off.\n\
              # registry.config_path: <host>/hosts.toml files as containerd reads them.\n\
-             # registry.read_timeout: seconds a registry may stay silent mid-pull.\n\n{body}"
+             # registry.read_timeout: seconds a registry may stay silent mid-pull.\n\
+             # runtime.sandbox_image: empty runs the shim's built-in pause as pod sandbox.\n\
+             # runtime.runtimes.<handler>: shim and runc-compatible binary of a RuntimeClass.\n\
+             # cni: conflist directory and plugin directories of the pod network.\n\n{body}"
         )
     }
 
@@ -208,7 +215,8 @@ impl Config {
                 "must be at least 1024 bytes".into(),
             );
         }
-        Ok(())
+        self.runtime.validate()?;
+        self.cni.validate()
     }
 
     /// The metrics listen address, if metrics are on.

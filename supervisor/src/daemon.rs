@@ -16,6 +16,7 @@ use crate::cri::{ImageServiceImpl, RuntimeServiceImpl};
 use crate::images::Images;
 use crate::lock::{lock_root, LockError};
 use crate::metrics::Metrics;
+use crate::runtime::Runtime;
 use crate::snapshots::{SnapshotError, Snapshotter};
 use crate::store::{Store, StoreError};
 
@@ -42,6 +43,8 @@ pub enum DaemonError {
     SocketInUse(PathBuf),
     #[error("gRPC server: {0}")]
     Serve(String),
+    #[error("runtime: {0}")]
+    Runtime(#[from] crate::runtime::RuntimeError),
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {
@@ -60,6 +63,8 @@ pub struct Daemon {
     config: Arc<Config>,
     images: Arc<Images>,
     metrics: Arc<Metrics>,
+    runtime: Arc<Runtime>,
+    _events: crate::shims::EventsServer,
     _lock: crate::lock::RootLock,
 }
 
@@ -83,12 +88,22 @@ impl Daemon {
             snapshots,
             metrics.clone(),
         ));
+        let config = Arc::new(config);
+        let runtime = Runtime::new(config.clone(), images.clone())?;
+        // Records first, then the shims' queued events (exits while limpetd was away), then
+        // the reconciliation that settles everything else.
+        runtime.load()?;
+        let events = runtime.serve_events()?;
+        let recovered = runtime.reconcile().await?;
+        tracing::info!(?recovered, "re-attached");
         // Blobs and snapshots of a pull that a crash cut short are whole but unreferenced.
         images.gc().await?;
         Ok(Daemon {
-            config: Arc::new(config),
+            config,
             images,
             metrics,
+            runtime,
+            _events: events,
             _lock: lock,
         })
     }
@@ -132,7 +147,11 @@ impl Daemon {
             self.metrics.clone(),
             self.config.root.clone(),
         );
-        let runtime = RuntimeServiceImpl::new(self.config.clone(), self.metrics.clone());
+        let runtime = RuntimeServiceImpl::new(
+            self.config.clone(),
+            self.metrics.clone(),
+            self.runtime.clone(),
+        );
         let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
         let server = tonic::transport::Server::builder()
             .add_service(

@@ -3,6 +3,7 @@
 //! `limpetctl` binaries and for tests.
 
 pub mod config;
+pub mod config_runtime;
 pub mod content;
 pub mod cri;
 pub mod daemon;
@@ -13,5 +14,7 @@ pub mod lock;
 pub mod metrics;
 pub mod network;
 pub mod oci;
+pub mod runtime;
+pub mod shims;
 pub mod snapshots;
 pub mod store;

@@ -31,8 +31,15 @@ runs without one; `limpetd config default` prints them all:
 
 An unknown key or a bad value stops start-up with an error naming the key.";
 
+/// `--version`; a build with named crash points says so, for the tests that arm them.
+const VERSION: &str = if cfg!(feature = "failpoints") {
+    concat!(env!("CARGO_PKG_VERSION"), " (failpoints)")
+} else {
+    env!("CARGO_PKG_VERSION")
+};
+
 #[derive(Parser)]
-#[command(name = "limpetd", version, about = ABOUT, long_about = LONG_ABOUT)]
+#[command(name = "limpetd", version = VERSION, about = ABOUT, long_about = LONG_ABOUT)]
 struct Cli {
     /// The TOML config file (default: built-in defaults).
     #[arg(long, short = 'c', value_name = "FILE")]
@@ -94,9 +101,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     init_logging(&config.debug.level);
     limit_malloc_arenas();
+    // Tests arm named crash points with FAILPOINTS=name=return (see runtime::crash_point).
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .max_blocking_threads(16)
+        // Shim Wait calls hold a blocking thread until their process exits; idle threads
+        // go away after a few seconds, so the ceiling only has to be out of reach.
+        .max_blocking_threads(1024)
         .enable_all()
         .build()
         .context("start the async runtime")?;

@@ -73,4 +73,5 @@ macro_rules! shim_cases {
 // limpetd suites: a local registry with images made here, and a private limpetd.
 pub mod cri_pod;
 pub mod limpetd;
+pub mod pods;
 pub mod registry;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use limpet_protos::cri::tonic::transport::Channel;
 use limpet_protos::cri::v1::image_service_client::ImageServiceClient;
+use limpet_protos::cri::v1::runtime_service_client::RuntimeServiceClient;
 
 use crate::env::target_dir;
 use crate::error::{io_err, HarnessError, Result};
@@ -41,6 +42,12 @@ pub struct Options {
     pub metrics: bool,
     /// Use this directory as root (for a tmpfs, say) instead of one in the temp dir.
     pub root: Option<PathBuf>,
+    /// Write a pod network of its own (bridge + host-local + portmap) into the CNI conf dir.
+    pub pod_network: bool,
+    /// Extra TOML appended to the config file.
+    pub extra_config: String,
+    /// Environment of the daemon (for example FAILPOINTS).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -49,6 +56,9 @@ impl Default for Options {
             read_timeout: 5,
             metrics: false,
             root: None,
+            pod_network: false,
+            extra_config: String::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -63,6 +73,62 @@ pub struct Limpetd {
     child: Option<Child>,
     bin: PathBuf,
     ctl: PathBuf,
+    pub env: Vec<(String, String)>,
+    /// The pod network's bridge and subnet prefix (`10.198.N.`), when it has one.
+    pub network: Option<PodNet>,
+}
+
+/// A private pod network: its bridge and the first three octets of its /24.
+#[derive(Debug, Clone)]
+pub struct PodNet {
+    pub bridge: String,
+    pub prefix: String,
+}
+
+/// Writes a bridge + host-local + portmap conflist with a bridge and /24 no other run uses.
+fn write_pod_network(dir: &Path) -> Result<PodNet> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id() as usize;
+    let bridge = format!("lp{}x{}", pid % 100000, n);
+    let routes = Command::new("ip")
+        .args(["-4", "addr"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let third = (0..250)
+        .map(|i| (pid + n * 7 + i) % 250 + 1)
+        .find(|x| !routes.contains(&format!("10.198.{x}.")))
+        .ok_or_else(|| HarnessError::Setup("no free 10.198.x.0/24".into()))?;
+    let conf_dir = dir.join("net.d");
+    std::fs::create_dir_all(&conf_dir).map_err(io_err("create net.d"))?;
+    let conflist = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": bridge,
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": bridge,
+                "isGateway": true,
+                "ipMasq": false,
+                "ipam": {
+                    "type": "host-local",
+                    "subnet": format!("10.198.{third}.0/24"),
+                    "dataDir": dir.join("ipam"),
+                    "routes": [{"dst": "0.0.0.0/0"}]
+                }
+            },
+            {"type": "portmap", "capabilities": {"portMappings": true}},
+            {"type": "bandwidth", "capabilities": {"bandwidth": true}}
+        ]
+    });
+    std::fs::write(conf_dir.join("10-limpet-test.conflist"), conflist.to_string())
+        .map_err(io_err("write conflist"))?;
+    Ok(PodNet {
+        bridge,
+        prefix: format!("10.198.{third}."),
+    })
 }
 
 impl Limpetd {
@@ -83,16 +149,33 @@ impl Limpetd {
         } else {
             None
         };
+        let network = if opts.pod_network {
+            Some(write_pod_network(dir.path())?)
+        } else {
+            None
+        };
+        // The shim under test when it is ours (the Go shim cannot serve limpetd: it speaks
+        // task API v2 only); otherwise limpetd finds the one built beside it.
+        let shim = std::env::var_os("LIMPET_SHIM")
+            .map(PathBuf::from)
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("containerd-shim-limpet"))
+            })
+            .map(|p| format!("[runtime.runtimes.runc]\nshim = {:?}\n", p.display().to_string()))
+            .unwrap_or_default();
         let config = dir.path().join("limpetd.toml");
         let text = format!(
-            "root = {:?}\nstate = {:?}\n[grpc]\naddress = {:?}\n[debug]\nlevel = \"debug\"\n[metrics]\naddress = {:?}\n[registry]\nconfig_path = {:?}\nread_timeout = {}\n",
+            "root = {:?}\nstate = {:?}\n[grpc]\naddress = {:?}\n[debug]\nlevel = \"debug\"\n[metrics]\naddress = {:?}\n[registry]\nconfig_path = {:?}\nread_timeout = {}\n[cni]\nconf_dir = {:?}\nbin_dirs = [\"/usr/lib/cni\", \"/opt/cni/bin\"]\n{}\n",
             root,
             dir.path().join("state"),
             socket,
             metrics_addr.clone().unwrap_or_default(),
             certs_d,
-            opts.read_timeout
-        );
+            opts.read_timeout,
+            dir.path().join("net.d"),
+            opts.extra_config,
+        ) + &shim;
         std::fs::write(&config, text).map_err(io_err("write limpetd config"))?;
         let mut d = Limpetd {
             dir,
@@ -104,6 +187,8 @@ impl Limpetd {
             child: None,
             bin,
             ctl,
+            env: opts.env.clone(),
+            network,
         };
         d.launch()?;
         Ok(d)
@@ -117,6 +202,7 @@ impl Limpetd {
             .open(self.dir.path().join("limpetd.log"))
             .map_err(io_err("limpetd log"))?;
         let child = Command::new(&self.bin)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .arg("--config")
             .arg(&self.config)
             .stdin(Stdio::null())
@@ -213,6 +299,14 @@ impl Limpetd {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// A CRI runtime client.
+    pub async fn runtime(&self) -> RuntimeServiceClient<Channel> {
+        let channel = limpet_protos::cri::connect(&self.endpoint())
+            .await
+            .unwrap_or_else(|e| panic!("connect: {e}"));
+        RuntimeServiceClient::new(channel)
+    }
+
     /// A CRI image client (the test's own gRPC client, not limpetctl).
     pub async fn images(&self) -> ImageServiceClient<Channel> {
         let channel = limpet_protos::cri::connect(&self.endpoint())
@@ -250,7 +344,17 @@ impl Limpetd {
 
 impl Drop for Limpetd {
     fn drop(&mut self) {
+        // Pods first, through the daemon, so that CNI releases addresses and host rules.
+        if self.child.is_some() {
+            let _ = self.ctl(&["rmp", "--all", "--force"]);
+        }
         self.kill();
+        crate::cleanup::kill_pids(&crate::cleanup::shim_pids(&self.socket, None));
+        if let Some(net) = &self.network {
+            let _ = Command::new("ip")
+                .args(["link", "del", &net.bridge])
+                .output();
+        }
         // whatever a case mounted under our dir
         for m in crate::cleanup::mounts_under(self.dir.path())
             .into_iter()

@@ -1,5 +1,5 @@
-//! The CRI RuntimeService: `Version` and `Status` now; pods and containers answer
-//! `Unimplemented` until the runtime lands.
+//! The CRI RuntimeService: request fields in, calls to [`crate::runtime::Runtime`], answers
+//! and `Status` codes out. Streaming (Exec, Attach, PortForward) is served elsewhere.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,24 +8,44 @@ use limpet_protos::cri::v1::{self, runtime_service_server::RuntimeService};
 use tonic::{Request, Response, Status};
 
 use super::observe;
+use super::status::runtime_status;
+use super::filters;
+use crate::runtime::{status as cri, Runtime};
 use crate::config::Config;
 use crate::metrics::Metrics;
 
 pub struct RuntimeServiceImpl {
     config: Arc<Config>,
     metrics: Arc<Metrics>,
+    runtime: Arc<Runtime>,
 }
 
 impl RuntimeServiceImpl {
-    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Self {
-        RuntimeServiceImpl { config, metrics }
+    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>, runtime: Arc<Runtime>) -> Self {
+        RuntimeServiceImpl {
+            config,
+            metrics,
+            runtime,
+        }
+    }
+
+    async fn call<T>(
+        &self,
+        method: &'static str,
+        f: impl std::future::Future<Output = crate::runtime::Result<T>>,
+    ) -> Result<Response<T>, Status> {
+        let path = format!("RuntimeService/{method}");
+        observe(&self.metrics, &path, async {
+            f.await.map_err(|e| runtime_status(&e))
+        })
+        .await
     }
 
     async fn unimplemented<T>(&self, method: &'static str) -> Result<Response<T>, Status> {
         let path = format!("RuntimeService/{method}");
         observe(&self.metrics, &path, async {
             Err(Status::unimplemented(format!(
-                "{method}: limpetd serves images only so far; pods and containers are not implemented yet"
+                "{method} is not implemented by limpetd"
             )))
         })
         .await
@@ -65,7 +85,10 @@ impl RuntimeService for RuntimeServiceImpl {
         observe(&self.metrics, "RuntimeService/Status", async {
             let conditions = vec![
                 condition("RuntimeReady", true, "", ""),
-                condition("NetworkReady", false, "NetworkPluginNotReady", "limpetd has no pod network yet"),
+                match crate::network::load_network(&self.config.cni.conf_dir) {
+                    Ok(_) => condition("NetworkReady", true, "", ""),
+                    Err(e) => condition("NetworkReady", false, "NetworkPluginNotReady", &format!("cni config not loaded: {e}")),
+                },
             ];
             let mut info = HashMap::new();
             if req.into_inner().verbose {
@@ -73,9 +96,21 @@ impl RuntimeService for RuntimeServiceImpl {
                 info.insert("config".to_string(), config);
                 info.insert("limpetd".to_string(), serde_json::json!({"version": env!("CARGO_PKG_VERSION"), "pid": std::process::id()}).to_string());
             }
+            let runtime_handlers = self
+                .config
+                .runtime
+                .runtimes
+                .keys()
+                .chain(std::iter::once(&String::new()))
+                .map(|name| v1::RuntimeHandler {
+                    name: name.clone(),
+                    features: Some(v1::RuntimeHandlerFeatures::default()),
+                })
+                .collect();
             Ok(v1::StatusResponse {
                 status: Some(v1::RuntimeStatus { conditions }),
                 info,
+                runtime_handlers,
                 ..Default::default()
             })
         })
@@ -89,105 +124,242 @@ impl RuntimeService for RuntimeServiceImpl {
         &self,
         _: Request<v1::GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        self.unimplemented("GetContainerEvents").await
+        use futures::StreamExt;
+        let rx = self.runtime.events().subscribe();
+        let stream = tokio_stream::wrappers::BroadcastStream::new(rx)
+            .filter_map(|e| async move { e.ok().map(Ok) })
+            .boxed();
+        observe(&self.metrics, "RuntimeService/GetContainerEvents", async {
+            Ok(stream)
+        })
+        .await
     }
 
     async fn run_pod_sandbox(
         &self,
-        _: Request<v1::RunPodSandboxRequest>,
+        req: Request<v1::RunPodSandboxRequest>,
     ) -> Result<Response<v1::RunPodSandboxResponse>, Status> {
-        self.unimplemented("RunPodSandbox").await
+        let req = req.into_inner();
+        let config = req.config.unwrap_or_default();
+        self.call("RunPodSandbox", async {
+            let id = self
+                .runtime
+                .run_pod_sandbox(config, &req.runtime_handler)
+                .await?;
+            Ok(v1::RunPodSandboxResponse { pod_sandbox_id: id })
+        })
+        .await
     }
 
     async fn stop_pod_sandbox(
         &self,
-        _: Request<v1::StopPodSandboxRequest>,
+        req: Request<v1::StopPodSandboxRequest>,
     ) -> Result<Response<v1::StopPodSandboxResponse>, Status> {
-        self.unimplemented("StopPodSandbox").await
+        let id = req.into_inner().pod_sandbox_id;
+        self.call("StopPodSandbox", async {
+            self.runtime.stop_pod_sandbox(&id).await?;
+            Ok(v1::StopPodSandboxResponse {})
+        })
+        .await
     }
 
     async fn remove_pod_sandbox(
         &self,
-        _: Request<v1::RemovePodSandboxRequest>,
+        req: Request<v1::RemovePodSandboxRequest>,
     ) -> Result<Response<v1::RemovePodSandboxResponse>, Status> {
-        self.unimplemented("RemovePodSandbox").await
+        let id = req.into_inner().pod_sandbox_id;
+        self.call("RemovePodSandbox", async {
+            self.runtime.remove_pod_sandbox(&id).await?;
+            Ok(v1::RemovePodSandboxResponse {})
+        })
+        .await
     }
 
     async fn pod_sandbox_status(
         &self,
-        _: Request<v1::PodSandboxStatusRequest>,
+        req: Request<v1::PodSandboxStatusRequest>,
     ) -> Result<Response<v1::PodSandboxStatusResponse>, Status> {
-        self.unimplemented("PodSandboxStatus").await
+        let req = req.into_inner();
+        self.call("PodSandboxStatus", async {
+            let sb = self.runtime.sandbox(&req.pod_sandbox_id)?;
+            let containers_statuses = if req.verbose {
+                self.runtime
+                    .list_containers()
+                    .iter()
+                    .filter(|c| c.record.sandbox_id == sb.record.id)
+                    .map(cri::container_status)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            Ok(v1::PodSandboxStatusResponse {
+                status: Some(cri::pod_sandbox_status(&sb)),
+                info: if req.verbose {
+                    cri::pod_sandbox_info(&sb)
+                } else {
+                    HashMap::new()
+                },
+                containers_statuses,
+                timestamp: crate::store::now(),
+            })
+        })
+        .await
     }
 
     async fn list_pod_sandbox(
         &self,
-        _: Request<v1::ListPodSandboxRequest>,
+        req: Request<v1::ListPodSandboxRequest>,
     ) -> Result<Response<v1::ListPodSandboxResponse>, Status> {
-        self.unimplemented("ListPodSandbox").await
+        let filter = req.into_inner().filter;
+        self.call("ListPodSandbox", async {
+            let mut items: Vec<_> = self
+                .runtime
+                .list_sandboxes()
+                .iter()
+                .filter(|s| filters::sandbox(filter.as_ref(), s))
+                .map(cri::pod_sandbox)
+                .collect();
+            items.sort_by_key(|s| std::cmp::Reverse(s.created_at));
+            Ok(v1::ListPodSandboxResponse { items })
+        })
+        .await
     }
 
     async fn create_container(
         &self,
-        _: Request<v1::CreateContainerRequest>,
+        req: Request<v1::CreateContainerRequest>,
     ) -> Result<Response<v1::CreateContainerResponse>, Status> {
-        self.unimplemented("CreateContainer").await
+        let req = req.into_inner();
+        self.call("CreateContainer", async {
+            let config = req.config.unwrap_or_default();
+            let id = self
+                .runtime
+                .create_container(&req.pod_sandbox_id, config)
+                .await?;
+            Ok(v1::CreateContainerResponse { container_id: id })
+        })
+        .await
     }
 
     async fn start_container(
         &self,
-        _: Request<v1::StartContainerRequest>,
+        req: Request<v1::StartContainerRequest>,
     ) -> Result<Response<v1::StartContainerResponse>, Status> {
-        self.unimplemented("StartContainer").await
+        let id = req.into_inner().container_id;
+        self.call("StartContainer", async {
+            self.runtime.start_container(&id).await?;
+            Ok(v1::StartContainerResponse {})
+        })
+        .await
     }
 
     async fn stop_container(
         &self,
-        _: Request<v1::StopContainerRequest>,
+        req: Request<v1::StopContainerRequest>,
     ) -> Result<Response<v1::StopContainerResponse>, Status> {
-        self.unimplemented("StopContainer").await
+        let req = req.into_inner();
+        self.call("StopContainer", async {
+            self.runtime
+                .stop_container(&req.container_id, req.timeout)
+                .await?;
+            Ok(v1::StopContainerResponse {})
+        })
+        .await
     }
 
     async fn remove_container(
         &self,
-        _: Request<v1::RemoveContainerRequest>,
+        req: Request<v1::RemoveContainerRequest>,
     ) -> Result<Response<v1::RemoveContainerResponse>, Status> {
-        self.unimplemented("RemoveContainer").await
+        let id = req.into_inner().container_id;
+        self.call("RemoveContainer", async {
+            self.runtime.remove_container(&id).await?;
+            Ok(v1::RemoveContainerResponse {})
+        })
+        .await
     }
 
     async fn list_containers(
         &self,
-        _: Request<v1::ListContainersRequest>,
+        req: Request<v1::ListContainersRequest>,
     ) -> Result<Response<v1::ListContainersResponse>, Status> {
-        self.unimplemented("ListContainers").await
+        let filter = req.into_inner().filter;
+        self.call("ListContainers", async {
+            let mut containers: Vec<_> = self
+                .runtime
+                .list_containers()
+                .iter()
+                .filter(|c| filters::container(filter.as_ref(), c))
+                .map(cri::container)
+                .collect();
+            containers.sort_by_key(|c| std::cmp::Reverse(c.created_at));
+            Ok(v1::ListContainersResponse { containers })
+        })
+        .await
     }
 
     async fn container_status(
         &self,
-        _: Request<v1::ContainerStatusRequest>,
+        req: Request<v1::ContainerStatusRequest>,
     ) -> Result<Response<v1::ContainerStatusResponse>, Status> {
-        self.unimplemented("ContainerStatus").await
+        let req = req.into_inner();
+        self.call("ContainerStatus", async {
+            let c = self.runtime.container(&req.container_id)?;
+            Ok(v1::ContainerStatusResponse {
+                status: Some(cri::container_status(&c)),
+                info: if req.verbose {
+                    cri::container_info(&c)
+                } else {
+                    HashMap::new()
+                },
+            })
+        })
+        .await
     }
 
     async fn update_container_resources(
         &self,
-        _: Request<v1::UpdateContainerResourcesRequest>,
+        req: Request<v1::UpdateContainerResourcesRequest>,
     ) -> Result<Response<v1::UpdateContainerResourcesResponse>, Status> {
-        self.unimplemented("UpdateContainerResources").await
+        let req = req.into_inner();
+        self.call("UpdateContainerResources", async {
+            self.runtime
+                .update_container_resources(&req.container_id, req.linux)
+                .await?;
+            Ok(v1::UpdateContainerResourcesResponse {})
+        })
+        .await
     }
 
     async fn reopen_container_log(
         &self,
-        _: Request<v1::ReopenContainerLogRequest>,
+        req: Request<v1::ReopenContainerLogRequest>,
     ) -> Result<Response<v1::ReopenContainerLogResponse>, Status> {
-        self.unimplemented("ReopenContainerLog").await
+        let id = req.into_inner().container_id;
+        self.call("ReopenContainerLog", async {
+            self.runtime.reopen_container_log(&id).await?;
+            Ok(v1::ReopenContainerLogResponse {})
+        })
+        .await
     }
 
     async fn exec_sync(
         &self,
-        _: Request<v1::ExecSyncRequest>,
+        req: Request<v1::ExecSyncRequest>,
     ) -> Result<Response<v1::ExecSyncResponse>, Status> {
-        self.unimplemented("ExecSync").await
+        let req = req.into_inner();
+        self.call("ExecSync", async {
+            let out = self
+                .runtime
+                .exec_sync(&req.container_id, req.cmd, req.timeout)
+                .await?;
+            Ok(v1::ExecSyncResponse {
+                stdout: out.stdout,
+                stderr: out.stderr,
+                exit_code: out.exit_code,
+            })
+        })
+        .await
     }
 
     async fn exec(
@@ -213,37 +385,88 @@ impl RuntimeService for RuntimeServiceImpl {
 
     async fn container_stats(
         &self,
-        _: Request<v1::ContainerStatsRequest>,
+        req: Request<v1::ContainerStatsRequest>,
     ) -> Result<Response<v1::ContainerStatsResponse>, Status> {
-        self.unimplemented("ContainerStats").await
+        let id = req.into_inner().container_id;
+        self.call("ContainerStats", async {
+            let c = self.runtime.container(&id)?;
+            Ok(v1::ContainerStatsResponse {
+                stats: Some(self.runtime.container_stats(&c).await?),
+            })
+        })
+        .await
     }
 
     async fn list_container_stats(
         &self,
-        _: Request<v1::ListContainerStatsRequest>,
+        req: Request<v1::ListContainerStatsRequest>,
     ) -> Result<Response<v1::ListContainerStatsResponse>, Status> {
-        self.unimplemented("ListContainerStats").await
+        let filter = req.into_inner().filter;
+        self.call("ListContainerStats", async {
+            let mut stats = Vec::new();
+            for c in self.runtime.list_containers() {
+                if !filters::container_stats(filter.as_ref(), &c) {
+                    continue;
+                }
+                if let Ok(s) = self.runtime.container_stats(&c).await {
+                    stats.push(s);
+                }
+            }
+            Ok(v1::ListContainerStatsResponse { stats })
+        })
+        .await
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _: Request<v1::PodSandboxStatsRequest>,
+        req: Request<v1::PodSandboxStatsRequest>,
     ) -> Result<Response<v1::PodSandboxStatsResponse>, Status> {
-        self.unimplemented("PodSandboxStats").await
+        let id = req.into_inner().pod_sandbox_id;
+        self.call("PodSandboxStats", async {
+            let sb = self.runtime.sandbox(&id)?;
+            Ok(v1::PodSandboxStatsResponse {
+                stats: Some(self.runtime.pod_sandbox_stats(&sb).await?),
+            })
+        })
+        .await
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _: Request<v1::ListPodSandboxStatsRequest>,
+        req: Request<v1::ListPodSandboxStatsRequest>,
     ) -> Result<Response<v1::ListPodSandboxStatsResponse>, Status> {
-        self.unimplemented("ListPodSandboxStats").await
+        let filter = req.into_inner().filter;
+        self.call("ListPodSandboxStats", async {
+            let mut stats = Vec::new();
+            for sb in self.runtime.list_sandboxes() {
+                if !filters::sandbox_stats(filter.as_ref(), &sb) {
+                    continue;
+                }
+                if let Ok(s) = self.runtime.pod_sandbox_stats(&sb).await {
+                    stats.push(s);
+                }
+            }
+            Ok(v1::ListPodSandboxStatsResponse { stats })
+        })
+        .await
     }
 
     async fn update_runtime_config(
         &self,
-        _: Request<v1::UpdateRuntimeConfigRequest>,
+        req: Request<v1::UpdateRuntimeConfigRequest>,
     ) -> Result<Response<v1::UpdateRuntimeConfigResponse>, Status> {
-        self.unimplemented("UpdateRuntimeConfig").await
+        let cidr = req
+            .into_inner()
+            .runtime_config
+            .and_then(|c| c.network_config)
+            .map(|n| n.pod_cidr)
+            .unwrap_or_default();
+        self.call("UpdateRuntimeConfig", async {
+            // The pod CIDR belongs to the CNI config, which limpetd does not write.
+            tracing::debug!(pod_cidr = cidr, "UpdateRuntimeConfig");
+            Ok(v1::UpdateRuntimeConfigResponse {})
+        })
+        .await
     }
 
     async fn checkpoint_container(
@@ -257,20 +480,38 @@ impl RuntimeService for RuntimeServiceImpl {
         &self,
         _: Request<v1::ListMetricDescriptorsRequest>,
     ) -> Result<Response<v1::ListMetricDescriptorsResponse>, Status> {
-        self.unimplemented("ListMetricDescriptors").await
+        self.call("ListMetricDescriptors", async {
+            Ok(v1::ListMetricDescriptorsResponse::default())
+        })
+        .await
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         _: Request<v1::ListPodSandboxMetricsRequest>,
     ) -> Result<Response<v1::ListPodSandboxMetricsResponse>, Status> {
-        self.unimplemented("ListPodSandboxMetrics").await
+        self.call("ListPodSandboxMetrics", async {
+            Ok(v1::ListPodSandboxMetricsResponse::default())
+        })
+        .await
     }
 
     async fn runtime_config(
         &self,
         _: Request<v1::RuntimeConfigRequest>,
     ) -> Result<Response<v1::RuntimeConfigResponse>, Status> {
-        self.unimplemented("RuntimeConfig").await
+        self.call("RuntimeConfig", async {
+            let driver = if self.config.runtime.systemd_cgroup() {
+                v1::CgroupDriver::Systemd
+            } else {
+                v1::CgroupDriver::Cgroupfs
+            };
+            Ok(v1::RuntimeConfigResponse {
+                linux: Some(v1::LinuxRuntimeConfiguration {
+                    cgroup_driver: driver as i32,
+                }),
+            })
+        })
+        .await
     }
 }

@@ -62,3 +62,18 @@ pub fn query_status(e: &ImageQueryError) -> Status {
     };
     Status::new(code, e.to_string())
 }
+
+/// The gRPC status of a runtime error.
+pub fn runtime_status(e: &crate::runtime::RuntimeError) -> Status {
+    use crate::runtime::RuntimeError as E;
+    let code = match e {
+        E::NotFound(_) => Code::NotFound,
+        E::InvalidArgument(_) | E::Spec(_) => Code::InvalidArgument,
+        E::AlreadyExists(_) => Code::AlreadyExists,
+        E::FailedPrecondition(_) | E::CniConfig(_) => Code::FailedPrecondition,
+        E::DeadlineExceeded(_) => Code::DeadlineExceeded,
+        E::Shim { source, .. } if source.is_not_found() => Code::NotFound,
+        _ => Code::Unknown,
+    };
+    Status::new(code, e.to_string())
+}

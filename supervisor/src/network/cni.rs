@@ -160,6 +160,32 @@ impl Cni {
         first_err.map_or(Ok(()), Err)
     }
 
+    /// Brings up `lo` in the pod's namespace with the `loopback` plugin, as containerd does
+    /// before the pod network (a conflist rarely lists it, yet pods need 127.0.0.1).
+    pub fn loopback(&self, command: &str, pod: &PodNetwork) -> Result<(), CniError> {
+        let conf = serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": "cni-loopback",
+            "type": "loopback",
+        });
+        let mut plugin = Map::new();
+        plugin.insert("type".into(), Value::from("loopback"));
+        let mut env = self.env(command, pod, &pod.netns);
+        for (k, v) in env.iter_mut() {
+            if *k == "CNI_IFNAME" {
+                *v = "lo".into();
+            }
+        }
+        self.invoke(&plugin, &env, &conf)
+            .map(|_| ())
+            .map_err(|source| CniError::Plugin {
+                command: if command == "ADD" { "ADD" } else { "DEL" },
+                network: "cni-loopback".into(),
+                pod: pod_label(pod),
+                source: Box::new(source),
+            })
+    }
+
     fn invoke(
         &self,
         plugin: &Map<String, Value>,

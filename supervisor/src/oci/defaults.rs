@@ -10,9 +10,6 @@ use super::SpecError;
 pub const DEFAULT_PATH_ENV: &str =
     "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// RLIMIT_NOFILE soft and hard limit.
-pub const DEFAULT_NOFILE: u64 = 1024;
-
 /// The capabilities a non-privileged CRI container gets.
 pub fn default_capabilities() -> HashSet<Capability> {
     use Capability::*;
@@ -36,54 +33,70 @@ pub fn default_capabilities() -> HashSet<Capability> {
     .collect()
 }
 
-/// Every capability the spec crate knows, for privileged containers and `ALL`.
-pub fn all_capabilities() -> HashSet<Capability> {
+/// Every capability the spec crate knows, indexed by its kernel number.
+const CAPABILITY_BITS: [Capability; 41] = {
     use Capability::*;
     [
-        AuditControl,
-        AuditRead,
-        AuditWrite,
-        BlockSuspend,
-        Bpf,
-        CheckpointRestore,
         Chown,
         DacOverride,
         DacReadSearch,
         Fowner,
         Fsetid,
-        IpcLock,
-        IpcOwner,
         Kill,
-        Lease,
+        Setgid,
+        Setuid,
+        Setpcap,
         LinuxImmutable,
-        MacAdmin,
-        MacOverride,
-        Mknod,
-        NetAdmin,
         NetBindService,
         NetBroadcast,
+        NetAdmin,
         NetRaw,
-        Perfmon,
-        Setgid,
-        Setfcap,
-        Setpcap,
-        Setuid,
+        IpcLock,
+        IpcOwner,
+        SysModule,
+        SysRawio,
+        SysChroot,
+        SysPtrace,
+        SysPacct,
         SysAdmin,
         SysBoot,
-        SysChroot,
-        SysModule,
         SysNice,
-        SysPacct,
-        SysPtrace,
-        SysRawio,
         SysResource,
         SysTime,
         SysTtyConfig,
+        Mknod,
+        Lease,
+        AuditWrite,
+        AuditControl,
+        Setfcap,
+        MacOverride,
+        MacAdmin,
         Syslog,
         WakeAlarm,
+        BlockSuspend,
+        AuditRead,
+        Perfmon,
+        Bpf,
+        CheckpointRestore,
     ]
-    .into_iter()
-    .collect()
+};
+
+/// Every capability the spec crate knows.
+pub fn all_capabilities() -> HashSet<Capability> {
+    CAPABILITY_BITS.into_iter().collect()
+}
+
+/// The capabilities of a capability bitmask (`CapEff` in /proc/<pid>/status, hex).
+pub fn capabilities_from_mask(hex: &str) -> Option<HashSet<Capability>> {
+    let mask = u64::from_str_radix(hex.trim(), 16).ok()?;
+    Some(
+        CAPABILITY_BITS
+            .iter()
+            .enumerate()
+            .filter(|(bit, _)| mask & (1 << bit) != 0)
+            .map(|(_, cap)| *cap)
+            .collect(),
+    )
 }
 
 /// Parses a CRI capability name: `CHOWN`, `CAP_CHOWN`, any case.
@@ -92,6 +105,7 @@ pub fn parse_capability(name: &str) -> Result<Capability, SpecError> {
         .map_err(|_| SpecError::UnknownCapability(name.to_string()))
 }
 
+/// Paths hidden from a non-privileged process: the kubelet's and containerd's list.
 pub fn default_masked_paths() -> Vec<String> {
     [
         "/proc/acpi",
@@ -103,12 +117,14 @@ pub fn default_masked_paths() -> Vec<String> {
         "/proc/timer_stats",
         "/proc/sched_debug",
         "/sys/firmware",
+        "/sys/devices/virtual/powercap",
         "/proc/scsi",
     ]
     .map(String::from)
     .to_vec()
 }
 
+/// Paths a non-privileged process may read but not write.
 pub fn default_readonly_paths() -> Vec<String> {
     [
         "/proc/bus",
@@ -205,5 +221,22 @@ mod tests {
         assert!(caps.contains(&Capability::AuditWrite));
         assert!(!caps.contains(&Capability::SysAdmin));
         assert!(caps.is_subset(&all_capabilities()));
+    }
+
+    #[test]
+    fn capability_masks_decode_by_kernel_number() {
+        assert_eq!(
+            capabilities_from_mask("0000000000001020").unwrap(),
+            HashSet::from([Capability::Kill, Capability::NetAdmin])
+        );
+        // a kernel with more capabilities than we know: those are left out
+        assert_eq!(
+            capabilities_from_mask("ffffffffffffffff").unwrap(),
+            all_capabilities()
+        );
+        let without_sys_resource = capabilities_from_mask("000001fffeffffff").unwrap();
+        assert_eq!(without_sys_resource.len(), 40);
+        assert!(!without_sys_resource.contains(&Capability::SysResource));
+        assert!(capabilities_from_mask("xyz").is_none());
     }
 }

@@ -1,34 +1,32 @@
 //! Builds the OCI runtime spec for one CRI container, as containerd's CRI plugin does:
 //! defaults, then the image config, then the CRI container config on top.
 
-use std::collections::HashSet;
-use std::path::{Component, Path, PathBuf};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 
-use limpet_protos::cri::v1::{
-    ContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext, MountPropagation,
-    NamespaceMode,
-};
+use limpet_protos::cri::v1::{ContainerConfig, LinuxContainerSecurityContext};
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
-    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, Mount,
-    MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec,
-    UserBuilder,
+    Capability, LinuxBuilder, LinuxCapabilities, LinuxCapabilitiesBuilder, ProcessBuilder,
+    RootBuilder, Spec, UserBuilder,
 };
 
-use super::defaults::{self, DEFAULT_NOFILE, DEFAULT_PATH_ENV};
-use super::user::resolve_user;
+use super::defaults::{self, DEFAULT_PATH_ENV};
+use super::devices::{cri_devices, host_devices};
+use super::host::HostFeatures;
+use super::lsm;
+use super::mounts::{container_mounts, sandbox_file_mounts, SandboxFiles};
+use super::namespaces::{container_namespaces, has_new_uts, Modes, SandboxNamespaces};
+use super::resources::{container_resources, device_cgroup};
+use super::seccomp::seccomp_for;
+use super::user::{resolve_user, ResolvedUser};
 use super::SpecError;
 use crate::images::manifest::ContainerConfig as ImageConfig;
 
-/// Namespace files of the pod sandbox a container joins; `None` gives it a fresh one.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SandboxNamespaces {
-    pub network: Option<PathBuf>,
-    pub ipc: Option<PathBuf>,
-    pub uts: Option<PathBuf>,
-    /// The sandbox's pid namespace, joined when the CRI pid mode is POD.
-    pub pid: Option<PathBuf>,
-}
+pub use super::mounts::bind_mount;
+pub use super::resources::oom_score_adj;
+
+/// The OCI spec version written into every spec.
+pub const SPEC_VERSION: &str = "1.0.2-dev";
 
 /// Everything a container's spec is made from.
 #[derive(Debug, Clone, Copy)]
@@ -38,11 +36,21 @@ pub struct SpecInput<'a> {
     pub image: &'a ImageConfig,
     /// The rootfs on the host, read for /etc/passwd and /etc/group.
     pub rootfs: &'a Path,
+    /// The pod's hostname, for `HOSTNAME` (and the hostname of a UTS namespace of its own).
     pub hostname: &'a str,
     pub cgroups_path: Option<&'a str>,
     pub namespaces: &'a SandboxNamespaces,
+    /// The pod's hostname, hosts, resolv.conf and /dev/shm, bound into the container
+    /// unless its own mounts cover those paths.
+    pub sandbox_files: &'a SandboxFiles,
+    /// Whether the pod sandbox is privileged: only then may its containers be.
+    pub sandbox_privileged: bool,
+    /// Spec annotations (see [`super::annotations::container_annotations`]).
+    pub annotations: &'a HashMap<String, String>,
     /// With `restrict_oom_score_adj`, the daemon's own score: a container may not go lower.
     pub min_oom_score_adj: Option<i64>,
+    /// Host features: [`HostFeatures::current`] outside tests.
+    pub host: &'a HostFeatures,
 }
 
 /// Builds the spec; its root is `rootfs` relative to the bundle.
@@ -50,91 +58,150 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     let c = input.container;
     let linux = c.linux.as_ref();
     let sc = linux.and_then(|l| l.security_context.as_ref());
+    let res = linux.and_then(|l| l.resources.as_ref());
     let privileged = sc.is_some_and(|s| s.privileged);
+    if privileged && !input.sandbox_privileged {
+        return Err(SpecError::PrivilegedNotAllowed);
+    }
+    let modes = Modes::of(sc.and_then(|s| s.namespace_options.as_ref()))?;
+    let readonly_rootfs = sc.is_some_and(|s| s.readonly_rootfs);
 
     let user = resolve_user(input.rootfs, sc, input.image.user.as_deref())?;
-    let caps = capabilities(sc)?;
-    let mut caps = LinuxCapabilitiesBuilder::default()
-        .bounding(caps.clone())
-        .effective(caps.clone())
-        .permitted(caps)
-        .build()?;
-    // The builder fills unset sets with the crate's defaults; containerd leaves these empty.
-    caps.set_inheritable(None);
-    caps.set_ambient(None);
+    let caps = capabilities(sc, &input.host.all_capabilities())?;
+    let (seccomp_path, apparmor_name) = deprecated_profiles(sc);
+    let seccomp = seccomp_for(
+        sc.and_then(|s| s.seccomp.as_ref()),
+        seccomp_path,
+        privileged,
+        &caps,
+        input.host,
+    )?;
+    let apparmor = lsm::apparmor_profile(
+        sc.and_then(|s| s.apparmor.as_ref()),
+        apparmor_name,
+        privileged,
+        input.host,
+    )?;
+    let selinux = match privileged {
+        true => None,
+        false => lsm::selinux_label(sc.and_then(|s| s.selinux_options.as_ref()), input.host),
+    };
+
     let mut process = ProcessBuilder::default()
         .terminal(c.tty)
-        .user(
-            UserBuilder::default()
-                .uid(user.uid)
-                .gid(user.gid)
-                .additional_gids(user.additional_gids)
-                .build()?,
-        )
+        .user(process_user(user)?)
         .args(process_args(c, input.image)?)
         .env(merge_env(input.hostname, input.image, c))
         .cwd(working_dir(c, input.image))
-        .capabilities(caps)
-        .rlimits(vec![PosixRlimitBuilder::default()
-            .typ(PosixRlimitType::RlimitNofile)
-            .hard(DEFAULT_NOFILE)
-            .soft(DEFAULT_NOFILE)
-            .build()?])
+        .capabilities(capability_sets(caps)?)
         .no_new_privileges(sc.is_some_and(|s| s.no_new_privs))
         .build()?;
-    if let Some(adj) = oom_score_adj(
-        linux.and_then(|l| l.resources.as_ref()),
-        input.min_oom_score_adj,
-    ) {
-        process.set_oom_score_adj(Some(adj));
+    // no rlimits: the process inherits the shim's, as under containerd
+    process.set_rlimits(None);
+    process.set_oom_score_adj(oom_score_adj(res, input.min_oom_score_adj));
+    process.set_apparmor_profile(apparmor);
+    process.set_selinux_label(selinux);
+
+    let namespaces = container_namespaces(
+        modes,
+        input.namespaces,
+        input.host.cgroup_unified && !privileged,
+    )?;
+    let new_uts = has_new_uts(&namespaces);
+    let extra = sandbox_file_mounts(input.sandbox_files, readonly_rootfs, modes.host_ipc());
+    let (mounts, rootfs_propagation) = container_mounts(c, &extra, privileged)?;
+    let (mut devices, device_rules) = cri_devices(&c.devices)?;
+    if privileged {
+        devices.extend(host_devices()?);
     }
+    let (masked, readonly) = masked_and_readonly_paths(sc);
 
     let mut builder = LinuxBuilder::default()
-        .namespaces(namespaces(sc, input.namespaces)?)
-        .resources(resources(
-            linux.and_then(|l| l.resources.as_ref()),
-            privileged,
-        )?);
+        .namespaces(namespaces)
+        .resources(container_resources(
+            res,
+            device_cgroup(privileged, device_rules)?,
+            input.host,
+        )?)
+        .masked_paths(masked)
+        .readonly_paths(readonly);
+    if !devices.is_empty() {
+        builder = builder.devices(devices);
+    }
     if let Some(path) = input.cgroups_path {
         builder = builder.cgroups_path(PathBuf::from(path));
     }
-    let (masked, readonly) = if privileged {
-        (Vec::new(), Vec::new())
-    } else {
-        let masked = sc.map(|s| s.masked_paths.clone()).unwrap_or_default();
-        let readonly = sc.map(|s| s.readonly_paths.clone()).unwrap_or_default();
-        (
-            if masked.is_empty() {
-                defaults::default_masked_paths()
-            } else {
-                masked
-            },
-            if readonly.is_empty() {
-                defaults::default_readonly_paths()
-            } else {
-                readonly
-            },
-        )
-    };
-    let linux_spec = builder
-        .masked_paths(masked)
-        .readonly_paths(readonly)
-        .build()?;
+    if let Some(p) = rootfs_propagation {
+        builder = builder.rootfs_propagation(p);
+    }
+    if let Some(s) = seccomp {
+        builder = builder.seccomp(s);
+    }
 
     let mut spec = Spec::default();
-    spec.set_version("1.0.2-dev".to_string());
+    spec.set_version(SPEC_VERSION.to_string());
     spec.set_process(Some(process));
     spec.set_root(Some(
         RootBuilder::default()
             .path("rootfs")
-            .readonly(sc.is_some_and(|s| s.readonly_rootfs))
+            .readonly(readonly_rootfs)
             .build()?,
     ));
-    spec.set_hostname(Some(input.hostname.to_string()));
-    spec.set_mounts(Some(mounts(c, privileged)?));
-    spec.set_annotations(None);
-    spec.set_linux(Some(linux_spec));
+    // a joined or host UTS namespace keeps the hostname its owner set
+    spec.set_hostname(new_uts.then(|| input.hostname.to_string()));
+    spec.set_mounts(Some(mounts));
+    spec.set_annotations((!input.annotations.is_empty()).then(|| input.annotations.clone()));
+    spec.set_linux(Some(builder.build()?));
     Ok(spec)
+}
+
+/// The deprecated `seccomp_profile_path` and `apparmor_profile` strings, which clients
+/// still send when they do not set the typed profiles.
+#[allow(deprecated)]
+fn deprecated_profiles(sc: Option<&LinuxContainerSecurityContext>) -> (&str, &str) {
+    sc.map(|s| (s.seccomp_profile_path.as_str(), s.apparmor_profile.as_str()))
+        .unwrap_or(("", ""))
+}
+
+pub(crate) fn process_user(user: ResolvedUser) -> Result<oci_spec::runtime::User, SpecError> {
+    Ok(UserBuilder::default()
+        .uid(user.uid)
+        .gid(user.gid)
+        .additional_gids(user.additional_gids)
+        .build()?)
+}
+
+/// Bounding, effective and permitted sets; no inheritable or ambient ones, as containerd.
+pub(crate) fn capability_sets(caps: HashSet<Capability>) -> Result<LinuxCapabilities, SpecError> {
+    let mut sets = LinuxCapabilitiesBuilder::default()
+        .bounding(caps.clone())
+        .effective(caps.clone())
+        .permitted(caps)
+        .build()?;
+    // the builder fills unset sets with the crate's defaults
+    sets.set_inheritable(None);
+    sets.set_ambient(None);
+    Ok(sets)
+}
+
+/// The security context's lists, the defaults when it gives none; nothing when privileged.
+fn masked_and_readonly_paths(
+    sc: Option<&LinuxContainerSecurityContext>,
+) -> (Vec<String>, Vec<String>) {
+    if sc.is_some_and(|s| s.privileged) {
+        return (Vec::new(), Vec::new());
+    }
+    let or_default = |v: Vec<String>, d: fn() -> Vec<String>| if v.is_empty() { d() } else { v };
+    (
+        or_default(
+            sc.map(|s| s.masked_paths.clone()).unwrap_or_default(),
+            defaults::default_masked_paths,
+        ),
+        or_default(
+            sc.map(|s| s.readonly_paths.clone()).unwrap_or_default(),
+            defaults::default_readonly_paths,
+        ),
+    )
 }
 
 /// CRI `command` replaces the entrypoint and drops the image's Cmd; CRI `args` replace Cmd.
@@ -187,12 +254,14 @@ pub fn working_dir(c: &ContainerConfig, image: &ImageConfig) -> PathBuf {
     }
 }
 
-/// The default set, or all for privileged; then CRI `ALL` add/drop, then single adds, drops.
+/// The default set, or `all` for privileged; then CRI `ALL` add/drop, then single adds,
+/// drops. `all` is what the daemon holds ([`HostFeatures::all_capabilities`]).
 pub fn capabilities(
     sc: Option<&LinuxContainerSecurityContext>,
+    all: &HashSet<Capability>,
 ) -> Result<HashSet<Capability>, SpecError> {
     if sc.is_some_and(|s| s.privileged) {
-        return Ok(defaults::all_capabilities());
+        return Ok(all.clone());
     }
     let mut caps = defaults::default_capabilities();
     let Some(c) = sc.and_then(|s| s.capabilities.as_ref()) else {
@@ -200,7 +269,7 @@ pub fn capabilities(
     };
     let is_all = |n: &String| n.eq_ignore_ascii_case("ALL");
     if c.add_capabilities.iter().any(is_all) {
-        caps = defaults::all_capabilities();
+        caps = all.clone();
     }
     if c.drop_capabilities.iter().any(is_all) {
         caps.clear();
@@ -214,171 +283,16 @@ pub fn capabilities(
     Ok(caps)
 }
 
-/// pid, ipc, uts, mount and network namespaces; NODE mode shares the host's, POD joins the
-/// sandbox's when its path is given.
-fn namespaces(
-    sc: Option<&LinuxContainerSecurityContext>,
-    sandbox: &SandboxNamespaces,
-) -> Result<Vec<oci_spec::runtime::LinuxNamespace>, SpecError> {
-    let opts = sc.and_then(|s| s.namespace_options.as_ref());
-    let mode = |m: Option<i32>| {
-        m.and_then(|m| NamespaceMode::try_from(m).ok())
-            .unwrap_or(NamespaceMode::Pod)
-    };
-    let net = mode(opts.map(|o| o.network));
-    let pid = mode(opts.map(|o| o.pid));
-    let ipc = mode(opts.map(|o| o.ipc));
-    let wanted: [(LinuxNamespaceType, NamespaceMode, Option<&PathBuf>); 5] = [
-        (
-            LinuxNamespaceType::Pid,
-            pid,
-            sandbox.pid.as_ref().filter(|_| pid == NamespaceMode::Pod),
-        ),
-        (LinuxNamespaceType::Ipc, ipc, sandbox.ipc.as_ref()),
-        (
-            LinuxNamespaceType::Uts,
-            NamespaceMode::Pod,
-            sandbox.uts.as_ref(),
-        ),
-        (LinuxNamespaceType::Mount, NamespaceMode::Container, None),
-        (LinuxNamespaceType::Network, net, sandbox.network.as_ref()),
-    ];
-    let mut out = Vec::new();
-    for (typ, mode, path) in wanted {
-        if mode == NamespaceMode::Node {
-            continue;
-        }
-        let mut b = LinuxNamespaceBuilder::default().typ(typ);
-        if let Some(p) = path {
-            b = b.path(p.clone());
-        }
-        out.push(b.build()?);
-    }
-    Ok(out)
-}
-
-/// Default kernel mounts, minus those a CRI mount replaces, then the CRI bind mounts.
-fn mounts(c: &ContainerConfig, privileged: bool) -> Result<Vec<Mount>, SpecError> {
-    let binds = c
-        .mounts
-        .iter()
-        .map(bind_mount)
-        .collect::<Result<Vec<_>, _>>()?;
-    let dests: HashSet<PathBuf> = binds.iter().map(|m| m.destination().clone()).collect();
-    let dev_replaced = dests.contains(Path::new("/dev"));
-    let mut out: Vec<Mount> = defaults::default_mounts(privileged)?
-        .into_iter()
-        .filter(|m| {
-            let d = m.destination();
-            // a CRI /dev replaces every default mount under it
-            let replaced = dests.contains(d) || (dev_replaced && d.starts_with("/dev"));
-            !replaced
-        })
-        .collect();
-    out.extend(binds);
-    Ok(out)
-}
-
-/// A CRI mount as an OCI bind mount: `rbind`, the propagation, `ro`/`rw`.
-pub fn bind_mount(m: &limpet_protos::cri::v1::Mount) -> Result<Mount, SpecError> {
-    let bad = |reason| SpecError::InvalidMount {
-        container_path: m.container_path.clone(),
-        reason,
-    };
-    let dest = Path::new(&m.container_path);
-    if !dest.is_absolute() {
-        return Err(bad("container path is not absolute"));
-    }
-    if dest.components().any(|c| c == Component::ParentDir) {
-        return Err(bad("container path contains `..`"));
-    }
-    if m.host_path.is_empty() {
-        return Err(bad("host path is empty"));
-    }
-    let propagation = match MountPropagation::try_from(m.propagation) {
-        Ok(MountPropagation::PropagationPrivate) => "rprivate",
-        Ok(MountPropagation::PropagationHostToContainer) => "rslave",
-        Ok(MountPropagation::PropagationBidirectional) => "rshared",
-        Err(_) => return Err(bad("unknown propagation")),
-    };
-    let mode = if m.readonly { "ro" } else { "rw" };
-    Ok(MountBuilder::default()
-        .destination(dest)
-        .source(PathBuf::from(&m.host_path))
-        .typ("bind")
-        .options(vec![
-            "rbind".to_string(),
-            propagation.to_string(),
-            mode.to_string(),
-        ])
-        .build()?)
-}
-
-/// The CRI score, raised to `min` when the daemon restricts it.
-pub fn oom_score_adj(r: Option<&LinuxContainerResources>, min: Option<i64>) -> Option<i32> {
-    let requested = r.map(|r| r.oom_score_adj).unwrap_or(0);
-    let adj = match min {
-        Some(min) => requested.max(min),
-        None => requested,
-    };
-    let adj = adj.clamp(-1000, 1000) as i32;
-    (adj != 0 || r.is_some()).then_some(adj)
-}
-
-/// Deny all devices (runc allows its default set), and the CRI cpu and memory limits.
-fn resources(
-    r: Option<&LinuxContainerResources>,
-    privileged: bool,
-) -> Result<oci_spec::runtime::LinuxResources, SpecError> {
-    let devices = LinuxDeviceCgroupBuilder::default()
-        .allow(privileged)
-        .access("rwm")
-        .build()?;
-    let mut b = LinuxResourcesBuilder::default().devices(vec![devices]);
-    let Some(r) = r else {
-        return Ok(b.build()?);
-    };
-    let mut cpu = LinuxCpuBuilder::default();
-    let mut any_cpu = false;
-    if r.cpu_shares > 0 {
-        cpu = cpu.shares(r.cpu_shares as u64);
-        any_cpu = true;
-    }
-    if r.cpu_quota != 0 {
-        cpu = cpu.quota(r.cpu_quota);
-        any_cpu = true;
-    }
-    if r.cpu_period > 0 {
-        cpu = cpu.period(r.cpu_period as u64);
-        any_cpu = true;
-    }
-    if !r.cpuset_cpus.is_empty() {
-        cpu = cpu.cpus(r.cpuset_cpus.clone());
-        any_cpu = true;
-    }
-    if !r.cpuset_mems.is_empty() {
-        cpu = cpu.mems(r.cpuset_mems.clone());
-        any_cpu = true;
-    }
-    if any_cpu {
-        b = b.cpu(cpu.build()?);
-    }
-    if r.memory_limit_in_bytes > 0 {
-        b = b.memory(
-            LinuxMemoryBuilder::default()
-                .limit(r.memory_limit_in_bytes)
-                .build()?,
-        );
-    }
-    Ok(b.build()?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use limpet_protos::cri::v1::{
-        Capability as CriCaps, KeyValue, LinuxContainerConfig, Mount as CriMount, NamespaceOption,
+        security_profile::ProfileType, Capability as CriCaps, Device, KeyValue,
+        LinuxContainerConfig, LinuxContainerResources, Mount as CriMount, MountPropagation,
+        NamespaceMode, NamespaceOption, SecurityProfile,
     };
+    use oci_spec::runtime::LinuxSeccompAction;
+    use serde_json::json;
 
     fn image() -> ImageConfig {
         ImageConfig {
@@ -412,18 +326,55 @@ mod tests {
         }
     }
 
-    fn build(c: &ContainerConfig, ns: &SandboxNamespaces) -> Spec {
-        let rootfs = tempfile::tempdir().unwrap();
-        build_spec(&SpecInput {
-            container: c,
-            image: &image(),
-            rootfs: rootfs.path(),
-            hostname: "pod-a",
-            cgroups_path: Some("/limpet/pod-a/ctr"),
-            namespaces: ns,
-            min_oom_score_adj: None,
-        })
-        .unwrap()
+    fn seccomp_host() -> HostFeatures {
+        HostFeatures {
+            seccomp: true,
+            kernel: (6, 1),
+            ..Default::default()
+        }
+    }
+
+    struct Case<'a> {
+        ns: SandboxNamespaces,
+        files: SandboxFiles,
+        sandbox_privileged: bool,
+        host: HostFeatures,
+        annotations: HashMap<String, String>,
+        container: &'a ContainerConfig,
+    }
+
+    impl<'a> Case<'a> {
+        fn new(container: &'a ContainerConfig) -> Self {
+            Case {
+                ns: SandboxNamespaces::default(),
+                files: SandboxFiles::default(),
+                sandbox_privileged: false,
+                host: seccomp_host(),
+                annotations: HashMap::new(),
+                container,
+            }
+        }
+
+        fn build(&self) -> Result<Spec, SpecError> {
+            let rootfs = tempfile::tempdir().unwrap();
+            build_spec(&SpecInput {
+                container: self.container,
+                image: &image(),
+                rootfs: rootfs.path(),
+                hostname: "pod-a",
+                cgroups_path: Some("/limpet/pod-a/ctr"),
+                namespaces: &self.ns,
+                sandbox_files: &self.files,
+                sandbox_privileged: self.sandbox_privileged,
+                annotations: &self.annotations,
+                min_oom_score_adj: None,
+                host: &self.host,
+            })
+        }
+
+        fn json(&self) -> serde_json::Value {
+            serde_json::to_value(self.build().unwrap()).unwrap()
+        }
     }
 
     #[test]
@@ -514,7 +465,7 @@ mod tests {
                 }),
                 ..Default::default()
             };
-            capabilities(Some(&sc))
+            capabilities(Some(&sc), &defaults::all_capabilities())
         };
         let got = caps(&["SYS_ADMIN", "CAP_NET_ADMIN"], &["chown", "CAP_KILL"]).unwrap();
         let mut want = defaults::default_capabilities();
@@ -538,130 +489,54 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            capabilities(Some(&privileged)).unwrap(),
+            capabilities(Some(&privileged), &defaults::all_capabilities()).unwrap(),
             defaults::all_capabilities()
         );
-    }
-
-    #[test]
-    fn mounts_bind_and_replace_defaults() {
-        let m = |path: &str, prop: MountPropagation, ro: bool| CriMount {
-            container_path: path.into(),
-            host_path: "/host/x".into(),
-            readonly: ro,
-            propagation: prop as i32,
+        // privileged and ALL mean what the daemon holds
+        let held = HashSet::from([Capability::Chown, Capability::SysAdmin]);
+        assert_eq!(capabilities(Some(&privileged), &held).unwrap(), held);
+        let all = LinuxContainerSecurityContext {
+            capabilities: Some(CriCaps {
+                add_capabilities: strings(&["ALL"]),
+                ..Default::default()
+            }),
             ..Default::default()
         };
-        let b = bind_mount(&m(
-            "/data",
-            MountPropagation::PropagationHostToContainer,
-            true,
-        ))
-        .unwrap();
-        assert_eq!(b.destination(), Path::new("/data"));
-        assert_eq!(b.source().as_deref(), Some(Path::new("/host/x")));
-        assert_eq!(b.typ().as_deref(), Some("bind"));
-        assert_eq!(
-            b.options().clone().unwrap(),
-            strings(&["rbind", "rslave", "ro"])
-        );
-        let b = bind_mount(&m("/d", MountPropagation::PropagationBidirectional, false)).unwrap();
-        assert_eq!(
-            b.options().clone().unwrap(),
-            strings(&["rbind", "rshared", "rw"])
-        );
-        let b = bind_mount(&m("/d", MountPropagation::PropagationPrivate, false)).unwrap();
-        assert_eq!(
-            b.options().clone().unwrap(),
-            strings(&["rbind", "rprivate", "rw"])
-        );
-        for bad in ["/a/../etc", "relative", ""] {
-            assert!(matches!(
-                bind_mount(&m(bad, MountPropagation::PropagationPrivate, false)),
-                Err(SpecError::InvalidMount { .. })
-            ));
-        }
-
-        let c = ContainerConfig {
-            mounts: vec![m("/dev/shm", MountPropagation::PropagationPrivate, false)],
-            ..cfg()
-        };
-        let spec = build(&c, &SandboxNamespaces::default());
-        let dests: Vec<_> = spec
-            .mounts()
-            .clone()
-            .unwrap()
-            .iter()
-            .map(|m| m.destination().clone())
-            .collect();
-        let want: Vec<PathBuf> = [
-            "/proc",
-            "/dev",
-            "/dev/pts",
-            "/dev/mqueue",
-            "/sys",
-            "/sys/fs/cgroup",
-            "/dev/shm",
-        ]
-        .iter()
-        .map(PathBuf::from)
-        .collect();
-        assert_eq!(dests, want);
-        assert_eq!(
-            spec.mounts().as_ref().unwrap()[6].typ().as_deref(),
-            Some("bind")
-        );
-
-        let c = ContainerConfig {
-            mounts: vec![m("/dev", MountPropagation::PropagationPrivate, false)],
-            ..cfg()
-        };
-        let spec = build(&c, &SandboxNamespaces::default());
-        let dests: Vec<_> = spec
-            .mounts()
-            .clone()
-            .unwrap()
-            .iter()
-            .map(|m| m.destination().clone())
-            .collect();
-        let want: Vec<PathBuf> = ["/proc", "/sys", "/sys/fs/cgroup", "/dev"]
-            .iter()
-            .map(PathBuf::from)
-            .collect();
-        assert_eq!(dests, want);
+        assert_eq!(capabilities(Some(&all), &held).unwrap(), held);
     }
 
     #[test]
     fn defaults_match_containerd() {
-        let ns = SandboxNamespaces {
+        let c = ContainerConfig { tty: true, ..cfg() };
+        let mut case = Case::new(&c);
+        case.ns = SandboxNamespaces {
             network: Some("/run/netns/a".into()),
             ipc: Some("/proc/1/ns/ipc".into()),
             uts: None,
             pid: Some("/proc/1/ns/pid".into()),
         };
-        let spec = build(&ContainerConfig { tty: true, ..cfg() }, &ns);
+        let spec = case.build().unwrap();
         let v = serde_json::to_value(&spec).unwrap();
-        assert_eq!(
-            v["root"],
-            serde_json::json!({"path": "rootfs", "readonly": false})
-        );
+        assert_eq!(v["ociVersion"], SPEC_VERSION);
+        assert_eq!(v["root"], json!({"path": "rootfs", "readonly": false}));
+        // a UTS namespace of its own gets the pod's hostname
         assert_eq!(v["hostname"], "pod-a");
         assert_eq!(v["process"]["terminal"], true);
         assert_eq!(v["process"]["cwd"], "/work");
         assert_eq!(
             v["process"]["user"],
-            serde_json::json!({"uid": 0, "gid": 0, "additionalGids": [0]})
+            json!({"uid": 0, "gid": 0, "additionalGids": [0]})
         );
-        assert_eq!(
-            v["process"]["rlimits"],
-            serde_json::json!([{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}])
-        );
+        assert!(v["process"].get("rlimits").is_none());
+        assert!(v["process"].get("oomScoreAdj").is_none());
+        assert!(v["process"].get("apparmorProfile").is_none());
         assert_eq!(v["process"]["noNewPrivileges"], false);
+        assert!(v.get("annotations").is_none());
         let linux = &v["linux"];
         assert_eq!(linux["cgroupsPath"], "/limpet/pod-a/ctr");
         assert_eq!(
             linux["namespaces"],
-            serde_json::json!([
+            json!([
                 {"type": "pid", "path": "/proc/1/ns/pid"},
                 {"type": "ipc", "path": "/proc/1/ns/ipc"},
                 {"type": "uts"},
@@ -669,10 +544,13 @@ mod tests {
                 {"type": "network", "path": "/run/netns/a"},
             ])
         );
-        assert_eq!(linux["maskedPaths"].as_array().unwrap().len(), 10);
+        assert_eq!(
+            linux["maskedPaths"],
+            json!(defaults::default_masked_paths())
+        );
         assert_eq!(
             linux["readonlyPaths"],
-            serde_json::json!([
+            json!([
                 "/proc/bus",
                 "/proc/fs",
                 "/proc/irq",
@@ -682,8 +560,12 @@ mod tests {
         );
         assert_eq!(
             linux["resources"]["devices"],
-            serde_json::json!([{"allow": false, "access": "rwm"}])
+            json!([{"allow": false, "access": "rwm"}])
         );
+        assert!(linux.get("devices").is_none());
+        assert!(linux.get("rootfsPropagation").is_none());
+        // no profile asked for: unconfined, as containerd
+        assert!(linux.get("seccomp").is_none());
         let caps = spec
             .process()
             .as_ref()
@@ -704,12 +586,35 @@ mod tests {
             defaults::default_capabilities()
         );
         assert!(caps.inheritable().is_none());
+        assert!(caps.ambient().is_none());
         let sys = &spec.mounts().as_ref().unwrap()[4];
         assert!(sys.options().as_ref().unwrap().contains(&"ro".to_string()));
     }
 
     #[test]
-    fn namespace_modes() {
+    fn joined_or_host_uts_gets_no_hostname() {
+        let c = cfg();
+        let mut case = Case::new(&c);
+        case.ns.uts = Some("/proc/1/ns/uts".into());
+        assert!(case.json().get("hostname").is_none());
+        let c = with_sc(LinuxContainerSecurityContext {
+            namespace_options: Some(NamespaceOption {
+                network: NamespaceMode::Node as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let v = Case::new(&c).json();
+        assert!(v.get("hostname").is_none());
+        // HOSTNAME is still the pod's
+        assert!(v["process"]["env"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("HOSTNAME=pod-a")));
+    }
+
+    #[test]
+    fn namespace_modes_and_cgroupns() {
         let sc = LinuxContainerSecurityContext {
             namespace_options: Some(NamespaceOption {
                 network: NamespaceMode::Node as i32,
@@ -719,44 +624,148 @@ mod tests {
             }),
             ..Default::default()
         };
-        let ns = SandboxNamespaces {
+        let c = with_sc(sc);
+        let mut case = Case::new(&c);
+        case.ns = SandboxNamespaces {
             network: Some("/run/netns/a".into()),
             pid: Some("/proc/1/ns/pid".into()),
             ..Default::default()
         };
-        let v = serde_json::to_value(build(&with_sc(sc), &ns)).unwrap();
+        case.host.cgroup_unified = true;
         assert_eq!(
-            v["linux"]["namespaces"],
-            serde_json::json!([{"type": "pid"}, {"type": "uts"}, {"type": "mount"}])
+            case.json()["linux"]["namespaces"],
+            json!([{"type": "pid"}, {"type": "mount"}, {"type": "cgroup"}])
         );
     }
 
     #[test]
-    fn security_context_and_privileged() {
+    fn sandbox_files_are_bound_unless_mounted() {
+        let c = with_sc(LinuxContainerSecurityContext {
+            readonly_rootfs: true,
+            ..Default::default()
+        });
+        let c = ContainerConfig {
+            mounts: vec![CriMount {
+                container_path: "/etc/resolv.conf".into(),
+                host_path: "/my/resolv.conf".into(),
+                readonly: false,
+                ..Default::default()
+            }],
+            ..c
+        };
+        let mut case = Case::new(&c);
+        case.files = SandboxFiles {
+            hostname: Some("/pod/hostname".into()),
+            hosts: Some("/pod/hosts".into()),
+            resolv: Some("/pod/resolv.conf".into()),
+            shm: Some("/pod/shm".into()),
+        };
+        let spec = case.build().unwrap();
+        let binds: Vec<(String, String, Vec<String>)> = spec
+            .mounts()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .filter(|m| m.typ().as_deref() == Some("bind"))
+            .map(|m| {
+                (
+                    m.destination().display().to_string(),
+                    m.source().as_ref().unwrap().display().to_string(),
+                    m.options().clone().unwrap(),
+                )
+            })
+            .collect();
+        let b = |d: &str, s: &str, mode: &str| {
+            (
+                d.to_string(),
+                s.to_string(),
+                strings(&["rbind", "rprivate", mode]),
+            )
+        };
+        assert_eq!(
+            binds,
+            [
+                b("/etc/resolv.conf", "/my/resolv.conf", "rw"),
+                b("/etc/hostname", "/pod/hostname", "ro"),
+                b("/etc/hosts", "/pod/hosts", "ro"),
+                b("/dev/shm", "/pod/shm", "rw"),
+            ]
+        );
+        // the sandbox's /dev/shm replaces the default tmpfs
+        let shm: Vec<_> = spec
+            .mounts()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .filter(|m| m.destination() == Path::new("/dev/shm"))
+            .collect();
+        assert_eq!(shm.len(), 1);
+
+        // host IPC: the host's /dev/shm
+        let c = with_sc(LinuxContainerSecurityContext {
+            namespace_options: Some(NamespaceOption {
+                ipc: NamespaceMode::Node as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let mut case = Case::new(&c);
+        case.files.shm = Some("/pod/shm".into());
+        let spec = case.build().unwrap();
+        let shm = spec
+            .mounts()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.destination() == Path::new("/dev/shm"))
+            .unwrap()
+            .clone();
+        assert_eq!(shm.source().as_deref(), Some(Path::new("/dev/shm")));
+    }
+
+    #[test]
+    fn security_context_paths_and_privileged() {
         let sc = LinuxContainerSecurityContext {
             readonly_rootfs: true,
             no_new_privs: true,
             masked_paths: strings(&["/proc/x"]),
             ..Default::default()
         };
-        let v = serde_json::to_value(build(&with_sc(sc), &SandboxNamespaces::default())).unwrap();
+        let c = with_sc(sc);
+        let v = Case::new(&c).json();
         assert_eq!(v["root"]["readonly"], true);
         assert_eq!(v["process"]["noNewPrivileges"], true);
-        assert_eq!(v["linux"]["maskedPaths"], serde_json::json!(["/proc/x"]));
+        assert_eq!(v["linux"]["maskedPaths"], json!(["/proc/x"]));
         assert_eq!(v["linux"]["readonlyPaths"].as_array().unwrap().len(), 5);
 
         let sc = LinuxContainerSecurityContext {
             privileged: true,
+            seccomp: Some(SecurityProfile {
+                profile_type: ProfileType::RuntimeDefault as i32,
+                ..Default::default()
+            }),
             ..Default::default()
         };
-        let spec = build(&with_sc(sc), &SandboxNamespaces::default());
+        let c = with_sc(sc);
+        // a privileged container needs a privileged sandbox
+        assert!(matches!(
+            Case::new(&c).build(),
+            Err(SpecError::PrivilegedNotAllowed)
+        ));
+        let mut case = Case::new(&c);
+        case.sandbox_privileged = true;
+        let spec = case.build().unwrap();
         let v = serde_json::to_value(&spec).unwrap();
-        assert_eq!(v["linux"]["maskedPaths"], serde_json::json!([]));
-        assert_eq!(v["linux"]["readonlyPaths"], serde_json::json!([]));
+        assert_eq!(v["linux"]["maskedPaths"], json!([]));
+        assert_eq!(v["linux"]["readonlyPaths"], json!([]));
+        assert!(v["linux"].get("seccomp").is_none());
         assert_eq!(
             v["linux"]["resources"]["devices"],
-            serde_json::json!([{"allow": true, "access": "rwm"}])
+            json!([{"allow": true, "access": "rwm"}])
         );
+        // every host device
+        let devices = v["linux"]["devices"].as_array().unwrap();
+        assert!(devices.iter().any(|d| d["path"] == "/dev/null"));
         let sys = &spec.mounts().as_ref().unwrap()[4];
         assert!(sys.options().as_ref().unwrap().contains(&"rw".to_string()));
         let caps = spec
@@ -773,36 +782,127 @@ mod tests {
     }
 
     #[test]
-    fn resources_and_oom_score() {
+    fn devices_and_their_cgroup_rules() {
+        let c = ContainerConfig {
+            devices: vec![Device {
+                container_path: "/dev/mydev".into(),
+                host_path: "/dev/null".into(),
+                permissions: "rwm".into(),
+            }],
+            ..cfg()
+        };
+        let v = Case::new(&c).json();
+        assert_eq!(
+            v["linux"]["devices"],
+            json!([{"path": "/dev/mydev", "type": "c", "major": 1, "minor": 3,
+                    "fileMode": 0o666, "uid": 0, "gid": 0}])
+        );
+        assert_eq!(
+            v["linux"]["resources"]["devices"],
+            json!([
+                {"allow": false, "access": "rwm"},
+                {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
+            ])
+        );
+    }
+
+    #[test]
+    fn seccomp_profiles() {
+        let profile = |t: ProfileType, r: &str| {
+            with_sc(LinuxContainerSecurityContext {
+                seccomp: Some(SecurityProfile {
+                    profile_type: t as i32,
+                    localhost_ref: r.into(),
+                }),
+                ..Default::default()
+            })
+        };
+        let c = profile(ProfileType::RuntimeDefault, "");
+        let spec = Case::new(&c).build().unwrap();
+        let s = spec.linux().as_ref().unwrap().seccomp().clone().unwrap();
+        assert_eq!(s.default_action(), LinuxSeccompAction::ScmpActErrno);
+        assert!(
+            Case::new(&profile(ProfileType::Unconfined, "")).json()["linux"]
+                .get("seccomp")
+                .is_none()
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.json");
+        std::fs::write(
+            &file,
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir"],"action":"SCMP_ACT_ERRNO"}]}"#,
+        )
+        .unwrap();
+        let c = profile(ProfileType::Localhost, file.to_str().unwrap());
+        let v = Case::new(&c).json();
+        assert_eq!(v["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
+        assert_eq!(
+            v["linux"]["seccomp"]["syscalls"][0]["names"],
+            json!(["mkdir"])
+        );
+
+        let c = profile(ProfileType::Localhost, "/nonexistent/p.json");
+        let err = Case::new(&c).build().unwrap_err();
+        assert!(matches!(err, SpecError::SeccompProfile { .. }), "{err}");
+        assert!(err.to_string().contains("/nonexistent/p.json"), "{err}");
+
+        // the deprecated string form
+        #[allow(deprecated)]
+        let c = with_sc(LinuxContainerSecurityContext {
+            seccomp_profile_path: "runtime/default".into(),
+            ..Default::default()
+        });
+        assert!(Case::new(&c).json()["linux"].get("seccomp").is_some());
+        // no seccomp in the kernel: a profile cannot be honoured
+        let c = profile(ProfileType::RuntimeDefault, "");
+        let mut case = Case::new(&c);
+        case.host.seccomp = false;
+        assert!(matches!(case.build(), Err(SpecError::SecurityProfile(_))));
+    }
+
+    #[test]
+    fn resources_oom_and_annotations() {
         let r = LinuxContainerResources {
             cpu_shares: 512,
-            cpu_quota: 50_000,
-            cpu_period: 100_000,
-            cpuset_cpus: "0-1".into(),
-            cpuset_mems: "0".into(),
             memory_limit_in_bytes: 64 << 20,
             oom_score_adj: -500,
             ..Default::default()
         };
         let c = ContainerConfig {
             linux: Some(LinuxContainerConfig {
-                resources: Some(r.clone()),
+                resources: Some(r),
                 security_context: None,
             }),
             ..cfg()
         };
-        let v = serde_json::to_value(build(&c, &SandboxNamespaces::default())).unwrap();
-        assert_eq!(
-            v["linux"]["resources"]["cpu"],
-            serde_json::json!({"shares": 512, "quota": 50000, "period": 100000, "cpus": "0-1", "mems": "0"})
-        );
+        let mut case = Case::new(&c);
+        case.host.swap_accounting = true;
+        case.annotations = HashMap::from([("k".to_string(), "v".to_string())]);
+        let v = case.json();
+        assert_eq!(v["linux"]["resources"]["cpu"], json!({"shares": 512}));
         assert_eq!(
             v["linux"]["resources"]["memory"],
-            serde_json::json!({"limit": 67108864})
+            json!({"limit": 67108864, "swap": 67108864})
         );
         assert_eq!(v["process"]["oomScoreAdj"], -500);
-        assert_eq!(oom_score_adj(Some(&r), Some(-100)), Some(-100));
-        assert_eq!(oom_score_adj(Some(&r), Some(-900)), Some(-500));
-        assert_eq!(oom_score_adj(None, None), None);
+        assert_eq!(v["annotations"], json!({"k": "v"}));
+    }
+
+    #[test]
+    fn bidirectional_mounts_share_the_rootfs() {
+        let c = ContainerConfig {
+            mounts: vec![CriMount {
+                container_path: "/shared".into(),
+                host_path: "/tmp".into(),
+                propagation: MountPropagation::PropagationBidirectional as i32,
+                ..Default::default()
+            }],
+            ..cfg()
+        };
+        assert_eq!(
+            Case::new(&c).json()["linux"]["rootfsPropagation"],
+            "rshared"
+        );
     }
 }

@@ -6,7 +6,7 @@ use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use limpet_protos::cri::v1::LinuxContainerSecurityContext;
+use limpet_protos::cri::v1::{LinuxContainerSecurityContext, SupplementalGroupsPolicy};
 
 use super::SpecError;
 
@@ -35,14 +35,30 @@ struct GroupEntry {
 }
 
 /// Resolves the user as containerd's CRI does: `run_as_user`/`run_as_username` (with
-/// `run_as_group`) win over the image's `User`; an unset user is root.
+/// `run_as_group`) win over the image's `User`; an unset user is root. The user's groups in
+/// /etc/group are added unless the supplemental groups policy is Strict; the CRI
+/// `supplemental_groups` always are.
 pub fn resolve_user(
     rootfs: &Path,
     sc: Option<&LinuxContainerSecurityContext>,
     image_user: Option<&str>,
 ) -> Result<ResolvedUser, SpecError> {
-    let passwd = parse_passwd(&read_rootfs_file(rootfs, "passwd")?.unwrap_or_default());
-    let groups = parse_group(&read_rootfs_file(rootfs, "group")?.unwrap_or_default());
+    resolve_user_in(Some(rootfs), sc, image_user)
+}
+
+/// [`resolve_user`] for a rootfs that may not be there (the built-in pause has none): then
+/// only numeric users and groups resolve.
+pub fn resolve_user_in(
+    rootfs: Option<&Path>,
+    sc: Option<&LinuxContainerSecurityContext>,
+    image_user: Option<&str>,
+) -> Result<ResolvedUser, SpecError> {
+    let read = |name| match rootfs {
+        Some(r) => read_rootfs_file(r, name).map(Option::unwrap_or_default),
+        None => Ok(String::new()),
+    };
+    let passwd = parse_passwd(&read("passwd")?);
+    let groups = parse_group(&read("group")?);
 
     let run_as_user = sc.and_then(|s| s.run_as_user.as_ref()).map(|v| v.value);
     let run_as_group = sc.and_then(|s| s.run_as_group.as_ref()).map(|v| v.value);
@@ -106,7 +122,9 @@ pub fn resolve_user(
     }
 
     let mut additional_gids = vec![gid];
-    if let Some(name) = &username {
+    let strict =
+        sc.is_some_and(|s| s.supplemental_groups_policy == SupplementalGroupsPolicy::Strict as i32);
+    if let Some(name) = username.as_ref().filter(|_| !strict) {
         for g in groups
             .iter()
             .filter(|g| g.members.iter().any(|m| m == name))
@@ -350,6 +368,40 @@ mod tests {
             resolve_user(p, Some(&s), None),
             Err(SpecError::InvalidUser { .. })
         ));
+    }
+
+    #[test]
+    fn strict_policy_skips_etc_group() {
+        let r = rootfs();
+        let mut s = sc();
+        s.run_as_username = "app".into();
+        s.supplemental_groups = vec![7];
+        s.supplemental_groups_policy = SupplementalGroupsPolicy::Strict as i32;
+        assert_eq!(
+            resolve_user(r.path(), Some(&s), None).unwrap(),
+            user(1000, 1000, &[1000, 7], Some("app"))
+        );
+        s.supplemental_groups_policy = SupplementalGroupsPolicy::Merge as i32;
+        assert_eq!(
+            resolve_user(r.path(), Some(&s), None).unwrap(),
+            user(1000, 1000, &[1000, 2000, 7], Some("app"))
+        );
+    }
+
+    #[test]
+    fn no_rootfs_resolves_numeric_ids() {
+        let mut s = sc();
+        s.run_as_user = Some(Int64Value { value: 65535 });
+        s.run_as_group = Some(Int64Value { value: 65534 });
+        assert_eq!(
+            resolve_user_in(None, Some(&s), None).unwrap(),
+            user(65535, 65534, &[65534], None)
+        );
+        assert_eq!(
+            resolve_user_in(None, None, None).unwrap(),
+            user(0, 0, &[0], None)
+        );
+        assert!(resolve_user_in(None, None, Some("app")).is_err());
     }
 
     #[test]

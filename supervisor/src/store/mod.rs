@@ -3,9 +3,11 @@
 //! snapshots. Every change is one transaction, so a crash leaves each record whole or absent.
 
 mod images;
+mod runtime;
 mod snapshots;
 
 pub use images::{ImageRecord, NewImage};
+pub use runtime::Row;
 pub use snapshots::{NewSnapshot, RootfsRecord, SnapshotRecord};
 
 use std::path::Path;
@@ -82,6 +84,7 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(runtime::SCHEMA)?;
         Ok(Store {
             conn: Mutex::new(conn),
         })

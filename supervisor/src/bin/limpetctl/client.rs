@@ -44,3 +44,15 @@ pub async fn call<T>(
         Ok(Ok(r)) => Ok(r.into_inner()),
     }
 }
+
+/// Runs a request that may rightly take long (starting a pod, stopping with a grace period,
+/// a command in a container): no deadline of ours; the runtime bounds it, Ctrl-C ends it.
+pub async fn call_unbounded<T>(
+    what: &str,
+    fut: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> anyhow::Result<T> {
+    match fut.await {
+        Err(s) => anyhow::bail!("{what}: {} ({:?})", s.message(), s.code()),
+        Ok(r) => Ok(r.into_inner()),
+    }
+}

@@ -2,10 +2,22 @@
 //! flags), talking to limpetd, containerd or CRI-O over their CRI socket.
 
 mod client;
+mod commands;
+mod config_file;
+mod containers;
+mod cri_json;
+mod cri_log;
+mod exec;
+mod filters;
 mod images;
+mod logs;
 mod output;
+mod pods;
 mod progress;
+mod ps;
 mod runtime;
+mod stats;
+mod times;
 
 use std::time::Duration;
 
@@ -22,14 +34,16 @@ const DEFAULT_ENDPOINT: &str = "unix:///run/limpet/limpetd.sock";
     about = "CRI client for limpetd (and any CRI runtime), shaped like crictl"
 )]
 struct Cli {
+    // These come before the command, as with crictl: commands reuse -r, -i and -t
+    // (`runp -r HANDLER`, `exec -i`, `stop -t`, `logs -t`).
     /// CRI runtime endpoint (unix:///path or /path).
-    #[arg(long, short = 'r', env = "CONTAINER_RUNTIME_ENDPOINT", default_value = DEFAULT_ENDPOINT, global = true)]
+    #[arg(long, short = 'r', env = "CONTAINER_RUNTIME_ENDPOINT", default_value = DEFAULT_ENDPOINT)]
     runtime_endpoint: String,
     /// CRI image endpoint; defaults to the runtime endpoint.
-    #[arg(long, short = 'i', env = "IMAGE_SERVICE_ENDPOINT", global = true)]
+    #[arg(long, short = 'i', env = "IMAGE_SERVICE_ENDPOINT")]
     image_endpoint: Option<String>,
-    /// Timeout of connecting and of each request other than pull (for example 2s, 500ms, 1m).
-    #[arg(long, short = 't', default_value = "10s", value_parser = parse_duration, global = true)]
+    /// Timeout of connecting and of each short request (for example 2s, 500ms, 1m).
+    #[arg(long, short = 't', default_value = "10s", value_parser = parse_duration)]
     timeout: Duration,
     #[command(subcommand)]
     command: Command,
@@ -104,6 +118,8 @@ enum Command {
         #[arg(long, short = 'o', default_value = "json")]
         output: Format,
     },
+    #[command(flatten)]
+    Workload(commands::Workload),
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -127,13 +143,18 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let cli = Cli::parse();
-    if let Err(e) = run(cli).await {
-        eprintln!("limpetctl: {e:#}");
-        std::process::exit(1);
-    }
+    let code = match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("limpetctl: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs a command; the exit code is 0 but for `exec`, which passes its command's on.
+async fn run(cli: Cli) -> anyhow::Result<i32> {
     let image_ep = cli
         .image_endpoint
         .clone()
@@ -202,6 +223,37 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Imagefsinfo { output } => {
             images::fs_info(&client::images(&image_ep, t).await?, t, output).await
+        }
+        Command::Workload(w) => {
+            let ctx = commands::Ctx {
+                runtime_endpoint: cli.runtime_endpoint,
+                image_endpoint: image_ep,
+                timeout: t,
+            };
+            return commands::run(&ctx, w).await;
+        }
+    }
+    .map(|()| 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn flags_do_not_clash() {
+        Cli::command().debug_assert();
+        // crictl's short flags after the command are the command's own
+        let cli = Cli::try_parse_from(["limpetctl", "-t", "3s", "stop", "-t", "5", "x"]).unwrap();
+        assert_eq!(cli.timeout, Duration::from_secs(3));
+        let cli = Cli::try_parse_from(["limpetctl", "exec", "c1", "sh", "-c", "exit 3"]).unwrap();
+        match cli.command {
+            Command::Workload(commands::Workload::Exec { id, cmd, .. }) => {
+                assert_eq!(id, "c1");
+                assert_eq!(cmd, ["sh", "-c", "exit 3"]);
+            }
+            _ => panic!("not exec"),
         }
     }
 }
