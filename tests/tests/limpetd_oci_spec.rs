@@ -52,12 +52,21 @@ fn make_bundle(dir: &Path) -> PathBuf {
         std::fs::create_dir_all(rootfs.join(d)).unwrap();
     }
     std::fs::copy(busybox().unwrap(), rootfs.join("bin/busybox")).unwrap();
-    let st = Command::new("chroot")
-        .arg(&rootfs)
-        .args(["/bin/busybox", "--install", "-s", "/bin"])
-        .status()
-        .unwrap();
-    assert!(st.success(), "busybox --install in the rootfs");
+    // Another test thread forking while the copy was open for writing holds that fd until
+    // its exec, and running the copy then fails with ETXTBSY for a moment: retry.
+    let installed = (0..50).any(|_| {
+        let ok = Command::new("chroot")
+            .arg(&rootfs)
+            .args(["/bin/busybox", "--install", "-s", "/bin"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        ok
+    });
+    assert!(installed, "busybox --install in the rootfs");
     std::fs::write(
         rootfs.join("etc/passwd"),
         "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/work:/bin/sh\n",
