@@ -6,7 +6,8 @@
 # docker-registry and the same CNI conflist (bridge + host-local + portmap on a private bridge,
 # subnet and IPAM dir). Prints a markdown table:
 #   - RunPodSandbox + CreateContainer + StartContainer (`sleep 3600`) wall time, median and
-#     p90 over N pods (default 20; each removed after, one warm-up first);
+#     p90 over N pods each (default 20; the runtimes alternate pod by pod, each pod removed
+#     after, one warm-up first);
 #   - wall time to start M pods (runp + create + start each) concurrently (M=20);
 #   - with those M pods running: daemon VmRSS, total PSS of its shims (processes whose cmdline
 #     has the daemon's `-address`) and of the pod sandbox processes;
@@ -61,11 +62,10 @@ shim_pids() {
 
 stop_pid() {
     alive "$1" || return 0
-    kill "$1" 2>/dev/null
+    kill "$1" 2>/dev/null || true
     for _ in $(seq 50); do alive "$1" || break; sleep 0.1; done
-    kill -9 "$1" 2>/dev/null
-    wait "$1" 2>/dev/null
-    return 0
+    if alive "$1"; then kill -9 "$1" 2>/dev/null || true; fi
+    wait "$1" 2>/dev/null || true
 }
 
 # Everything the run made goes, even after a failure or ^C: pods through their daemon while
@@ -146,7 +146,7 @@ storage:
 http:
   addr: $REG
 EOF
-docker-registry serve "$W/registry/config.yml" >"$W/registry.log" 2>&1 &
+setsid docker-registry serve "$W/registry/config.yml" >"$W/registry.log" 2>&1 &
 registry_pid=$!
 for _ in $(seq 50); do curl -fs "http://$REG/v2/" >/dev/null && break; sleep 0.1; done
 curl -fs "http://$REG/v2/" >/dev/null || { log "registry did not start"; cat "$W/registry.log" >&2; exit 1; }
@@ -177,8 +177,10 @@ cat >"$W/net.d/10-bench.conflist" <<EOF
 EOF
 
 # ---- daemons ------------------------------------------------------------------------------
+# Daemons run in sessions of their own: a ^C at the terminal reaches the script only, whose
+# cleanup then removes the pods through them (limpetd and containerd would stop on SIGINT).
 launch_limpetd() {
-    "$limpetd" --config "$LD/config.toml" >>"$LD/log" 2>&1 &
+    setsid "$limpetd" --config "$LD/config.toml" >>"$LD/log" 2>&1 &
     limpetd_pid=$!
 }
 
@@ -228,7 +230,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   BinaryName = "runc"
   Root = "$CD/runc"
 EOF
-    containerd --config "$CD/config.toml" >"$CD/log" 2>&1 &
+    setsid containerd --config "$CD/config.toml" >"$CD/log" 2>&1 &
     containerd_pid=$!
     for _ in $(seq 200); do "$ctl" -r "unix://$CSOCK" -t 1s version >/dev/null 2>&1 && break; sleep 0.05; done
     "$ctl" -r "unix://$CSOCK" version >/dev/null || { log "containerd did not start"; tail -20 "$CD/log" >&2; exit 1; }
@@ -299,29 +301,31 @@ start_pod() {
     echo "$((t3 - t0)) $((t1 - t0)) $((t2 - t1)) $((t3 - t2))"
 }
 
-# bench RUNTIME ENDPOINT SOCKET DAEMON_PID: sets the R[RUNTIME,*] results.
 declare -A R
-bench() {
-    local rt=$1 ep=$2 sock=$3 dpid=$4 i total runp create start t0 pids=() failed=0 shims id
-    local lat=() lat_runp=() lat_create=() lat_start=() lat_rm=()
-    log "$rt: $N pods one by one (after one warm-up)"
-    for i in $(seq 0 "$N"); do
-        read -r total runp create start < <(start_pod "$ep" "$rt-one-$i")
-        [ -n "$start" ] || { log "$rt: pod $rt-one-$i did not start"; exit 1; }
-        id=$(cat "$W/pods/$rt-one-$i.id")
-        t0=$(now_ms)
-        "$ctl" -r "$ep" stopp "$id" >/dev/null
-        "$ctl" -r "$ep" rmp "$id" >/dev/null
-        [ "$i" -gt 0 ] || continue
-        lat+=("$total"); lat_runp+=("$runp"); lat_create+=("$create"); lat_start+=("$start")
-        lat_rm+=($(( $(now_ms) - t0 )))
-    done
-    read -r "R[$rt,med]" "R[$rt,p90]" < <(stats "${lat[@]}")
-    R[$rt,runp]=$(stats "${lat_runp[@]}" | cut -d' ' -f1)
-    R[$rt,create]=$(stats "${lat_create[@]}" | cut -d' ' -f1)
-    R[$rt,start]=$(stats "${lat_start[@]}" | cut -d' ' -f1)
-    R[$rt,rm]=$(stats "${lat_rm[@]}" | cut -d' ' -f1)
 
+# One timed pod on runtime $1 (endpoint $2), then stopp + rmp; iteration 0 is the warm-up.
+# Appends to the R[$1,lat|runp|create|start|rm] lists.
+one_pod() {
+    local rt=$1 ep=$2 i=$3 total runp create start id t0
+    read -r total runp create start < <(start_pod "$ep" "$rt-one-$i")
+    [ -n "$start" ] || { log "$rt: pod $rt-one-$i did not start"; exit 1; }
+    id=$(cat "$W/pods/$rt-one-$i.id")
+    t0=$(now_ms)
+    "$ctl" -r "$ep" stopp "$id" >/dev/null
+    "$ctl" -r "$ep" rmp "$id" >/dev/null
+    [ "$i" -gt 0 ] || return 0
+    R[$rt,rm]+=" $(( $(now_ms) - t0 ))"
+    R[$rt,lat]+=" $total"; R[$rt,runp]+=" $runp"; R[$rt,create]+=" $create"; R[$rt,start]+=" $start"
+}
+
+median_of() { # RUNTIME KEY: the median of that list
+    # shellcheck disable=SC2086 # one number per word
+    stats ${R[$1,$2]} | cut -d' ' -f1
+}
+
+# many RUNTIME ENDPOINT SOCKET DAEMON_PID: M pods at once, then memory with them running.
+many() {
+    local rt=$1 ep=$2 sock=$3 dpid=$4 i t0 pids=() failed=0 shims
     log "$rt: $M pods at once"
     t0=$(now_ms)
     for i in $(seq "$M"); do
@@ -351,11 +355,26 @@ remove_all() { # ENDPOINT RUNTIME
     R[$2,rmall]=$(( $(now_ms) - t0 ))
 }
 
-# --- limpetd
 start_limpetd
 "$ctl" -r "unix://$LSOCK" pull "$IMAGE" >/dev/null
-bench limpetd "unix://$LSOCK" "$LSOCK" "$limpetd_pid"
+start_containerd
+"$ctl" -r "unix://$CSOCK" pull "$IMAGE" >/dev/null
+"$ctl" -r "unix://$CSOCK" pull "$PAUSE" >/dev/null
 
+# Single pods: the two runtimes interleaved pod by pod, so that drift hits both alike.
+log "$N pods one by one on each (after one warm-up)"
+for i in $(seq 0 "$N"); do
+    one_pod limpetd "unix://$LSOCK" "$i"
+    one_pod containerd "unix://$CSOCK" "$i"
+done
+for rt in limpetd containerd; do
+    # shellcheck disable=SC2086 # one number per word
+    read -r "R[$rt,med]" "R[$rt,p90]" < <(stats ${R[$rt,lat]})
+    for k in runp create start rm; do R[$rt,$k]=$(median_of "$rt" "$k"); done
+done
+
+# --- limpetd: M pods, then SIGKILL and re-attach
+many limpetd "unix://$LSOCK" "$LSOCK" "$limpetd_pid"
 log "limpetd: SIGKILL with $M pods running, relaunch"
 kill -9 "$limpetd_pid"; wait "$limpetd_pid" 2>/dev/null || true
 t0=$(now_ms)
@@ -375,11 +394,8 @@ R[limpetd,rss_after]=$(kb "$limpetd_pid" VmRSS)
 remove_all "unix://$LSOCK" limpetd
 stop_pid "$limpetd_pid"
 
-# --- containerd
-start_containerd
-"$ctl" -r "unix://$CSOCK" pull "$IMAGE" >/dev/null
-"$ctl" -r "unix://$CSOCK" pull "$PAUSE" >/dev/null
-bench containerd "unix://$CSOCK" "$CSOCK" "$containerd_pid"
+# --- containerd: M pods
+many containerd "unix://$CSOCK" "$CSOCK" "$containerd_pid"
 remove_all "unix://$CSOCK" containerd
 stop_pid "$containerd_pid"
 

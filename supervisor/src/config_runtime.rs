@@ -17,8 +17,6 @@ pub struct Runtime {
     pub cgroup_driver: String,
     /// Image of the pod sandbox process; empty runs the built-in pause of the shim binary.
     pub sandbox_image: String,
-    /// Seconds a StopContainer waits when the request gives no timeout.
-    pub default_stop_timeout: u64,
     /// Cap on ExecSync output kept per stream, bytes.
     pub max_exec_output: usize,
     pub runtimes: BTreeMap<String, Handler>,
@@ -54,7 +52,6 @@ impl Default for Runtime {
             default_runtime: "runc".into(),
             cgroup_driver: "cgroupfs".into(),
             sandbox_image: String::new(),
-            default_stop_timeout: 30,
             max_exec_output: 16 << 20,
             runtimes: BTreeMap::from([
                 ("runc".to_string(), Handler::default()),

@@ -180,6 +180,10 @@ impl Daemon {
             }
         };
         let _ = std::fs::remove_file(&socket);
+        let netns_dir = crate::runtime::Dirs::new(&self.config).netns;
+        if let Err(e) = crate::network::netns::release_dir(&netns_dir) {
+            tracing::warn!(error = %e, "releasing the netns dir");
+        }
         if let Some(t) = metrics_task {
             t.abort();
         }

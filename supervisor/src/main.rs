@@ -6,13 +6,14 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use limpetd::config::Config;
 
-const ABOUT: &str =
-    "limpetd: a CRI v1 container runtime (ImageService today; pods and containers to come)";
+const ABOUT: &str = "limpetd: a CRI v1 container runtime (images, pod sandboxes, containers)";
 
 const LONG_ABOUT: &str = "\
 limpetd serves the Kubernetes CRI v1 API over gRPC on a unix socket: it pulls images from \
-registries into a content store, unpacks them into snapshots shared between images, and \
-answers kubelet, crictl and limpetctl.
+registries into a content store, unpacks them into snapshots shared between images, runs pod \
+sandboxes (network namespaces attached by CNI) and their containers through one \
+containerd-shim-limpet-v2 per pod, and answers kubelet, crictl and limpetctl. On start-up it \
+re-attaches to every live shim.
 
 Configuration is one TOML file shaped like containerd's. Every key has a default, so limpetd \
 runs without one; `limpetd config default` prints them all:
@@ -28,6 +29,12 @@ runs without one; `limpetd config default` prints them all:
     max_concurrent_downloads = 3
     read_timeout = 30                      # seconds a registry may stay silent mid-pull
     max_manifest_size = 4194304
+  [runtime]
+    default_runtime = \"runc\"; cgroup_driver = \"cgroupfs\" (or \"systemd\")
+    sandbox_image = \"\"                  # empty: the shim's built-in pause
+    max_exec_output = 16777216             # ExecSync output kept per stream
+    [runtime.runtimes.<handler>] shim, binary_name (runc, crun, ...), root, no_pivot_root
+  [cni]     conf_dir = \"/etc/cni/net.d\", bin_dirs = [\"/opt/cni/bin\", \"/usr/lib/cni\"], timeout = 60
 
 An unknown key or a bad value stops start-up with an error naming the key.";
 
@@ -109,6 +116,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         // Shim Wait calls hold a blocking thread until their process exits; idle threads
         // go away after a few seconds, so the ceiling only has to be out of reach.
         .max_blocking_threads(1024)
+        .thread_keep_alive(std::time::Duration::from_secs(2))
         .enable_all()
         .build()
         .context("start the async runtime")?;

@@ -123,8 +123,11 @@ fn write_pod_network(dir: &Path) -> Result<PodNet> {
             {"type": "bandwidth", "capabilities": {"bandwidth": true}}
         ]
     });
-    std::fs::write(conf_dir.join("10-limpet-test.conflist"), conflist.to_string())
-        .map_err(io_err("write conflist"))?;
+    std::fs::write(
+        conf_dir.join("10-limpet-test.conflist"),
+        conflist.to_string(),
+    )
+    .map_err(io_err("write conflist"))?;
     Ok(PodNet {
         bridge,
         prefix: format!("10.198.{third}."),
@@ -162,7 +165,12 @@ impl Limpetd {
                 p.file_name()
                     .is_some_and(|n| n.to_string_lossy().starts_with("containerd-shim-limpet"))
             })
-            .map(|p| format!("[runtime.runtimes.runc]\nshim = {:?}\n", p.display().to_string()))
+            .map(|p| {
+                format!(
+                    "[runtime.runtimes.runc]\nshim = {:?}\n",
+                    p.display().to_string()
+                )
+            })
             .unwrap_or_default();
         let config = dir.path().join("limpetd.toml");
         let text = format!(

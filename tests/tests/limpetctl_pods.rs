@@ -3,9 +3,9 @@
 //! `exec` exit codes, `logs` (tail, timestamps, follow across a log reopen, stop at exit),
 //! `stats`, `update`, and removal.
 //!
-//! Every case takes a [`Target`]: a CRI endpoint and where its pods' cgroups and logs go.
-//! Here the target is stock containerd's CRI plugin; a runtime that speaks CRI (limpetd)
-//! runs the same cases by building a `Target` for its socket.
+//! Every case takes a [`Target`]: a CRI endpoint, the image its containers run and where its
+//! pods' cgroups and logs go. Each case runs against stock containerd's CRI plugin and against
+//! a private limpetd.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use limpet_protos::cri::v1::runtime_service_client::RuntimeServiceClient;
 use limpet_protos::cri::v1::ReopenContainerLogRequest;
-use limpet_tests::limpetd::{binary, block_on};
+use limpet_tests::limpetd::{binary, block_on, ready, Options};
+use limpet_tests::pods::PodEnv;
 use limpet_tests::registry::{layout, Registry};
 use limpet_tests::{cri_cases, skip, Harness, HarnessError, IMAGE_REF};
 use serde_json::{json, Value};
@@ -25,6 +26,8 @@ struct Target {
     cgroup_parent: String,
     log_dir: PathBuf,
     ctl: PathBuf,
+    /// The busybox image as this runtime has it.
+    image: String,
     files: tempfile::TempDir,
     /// Pod namespace of this test process.
     namespace: String,
@@ -32,7 +35,7 @@ struct Target {
 
 impl Target {
     /// `None` (after a loud skip) when limpetctl is not built.
-    fn new(endpoint: &str, cgroup_parent: &str, log_dir: &Path) -> Option<Target> {
+    fn new(endpoint: &str, cgroup_parent: &str, log_dir: &Path, image: &str) -> Option<Target> {
         let ctl = match binary("limpetctl") {
             Ok(b) => b,
             Err(e) => {
@@ -49,6 +52,7 @@ impl Target {
             cgroup_parent: cgroup_parent.to_string(),
             log_dir: log_dir.to_path_buf(),
             ctl,
+            image: image.to_string(),
             files,
             namespace: format!("limpetctl-{}", std::process::id()),
         })
@@ -152,9 +156,33 @@ impl Target {
 /// Runs a case against this harness's containerd CRI plugin.
 fn on_containerd(h: &Harness, case: fn(&Target)) {
     let cri = h.cri();
-    if let Some(t) = Target::new(&h.cri_endpoint(), &cri.cgroup_parent, &cri.log_dir) {
+    if let Some(t) = Target::new(
+        &h.cri_endpoint(),
+        &cri.cgroup_parent,
+        &cri.log_dir,
+        IMAGE_REF,
+    ) {
         case(&t);
     }
+}
+
+/// Runs a case against a private limpetd with the busybox image pulled from a local registry.
+fn on_limpetd(name: &str, case: fn(&Target)) {
+    let Some(env) = ready(name, PodEnv::start(Options::default())) else {
+        return;
+    };
+    let log_dir = env.log_dir.clone();
+    if let Some(t) = Target::new(&env.d.endpoint(), "/limpet-test", &log_dir, &env.image) {
+        case(&t);
+    }
+    // a shim answers Shutdown, then flushes its events and exits
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut shims = limpet_tests::shim_pids(&env.d.socket, None);
+    while !shims.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        shims = limpet_tests::shim_pids(&env.d.socket, None);
+    }
+    assert!(shims.is_empty(), "{name}: shims left: {shims:?}");
 }
 
 #[track_caller]
@@ -255,7 +283,7 @@ fn lifecycle(t: &Target) {
 
     // create, start
     let script = "echo started; echo warned >&2; exec sleep 300";
-    let cfile = t.container_file("main", IMAGE_REF, script);
+    let cfile = t.container_file("main", &t.image, script);
     let cid = t
         .ok(&["create", &pod, &cfile, &pod_file])
         .trim()
@@ -294,7 +322,7 @@ fn lifecycle(t: &Target) {
     assert_eq!(just(&["ps", "-q", "--pod", &pod]), cid);
     assert_eq!(just(&["ps", "-q", "--label", "role=main"]), cid);
     assert_eq!(just(&["ps", "-q", "--label", "role=other"]), "");
-    assert_eq!(just(&["ps", "-q", "--image", IMAGE_REF]), cid);
+    assert_eq!(just(&["ps", "-q", "--image", &t.image]), cid);
     assert_eq!(just(&["ps", "-q", "--namespace", &t.namespace]), cid);
     assert_eq!(just(&["ps", "-q", "--state", "exited"]), "");
     assert_eq!(just(&["ps", "-q", "-l"]), cid);
@@ -454,7 +482,7 @@ fn logs(t: &Target) {
     // A line longer than the runtime's log line limit (containerd: 16 KiB) is written as
     // partial chunks; ticks give time to follow and to rotate.
     let script = "echo one; echo two >&2; head -c 40000 /dev/zero | tr '\\0' x; echo; sleep 1; for i in $(seq 1 20); do echo tick-$i; sleep 0.3; done; echo bye >&2";
-    let cfile = t.container_file("talker", IMAGE_REF, script);
+    let cfile = t.container_file("talker", &t.image, script);
     let cid = t
         .ok(&["create", &pod, &cfile, &pod_file])
         .trim()
@@ -622,3 +650,21 @@ cri_cases!(
     logs_follow_tail_and_rotation,
     run_pulls_a_missing_image
 );
+
+/// The same cases against limpetd.
+mod limpetd {
+    #[test]
+    fn pod_and_container_lifecycle() {
+        super::on_limpetd("pod_and_container_lifecycle (limpetd)", super::lifecycle);
+    }
+
+    #[test]
+    fn logs_follow_tail_and_rotation() {
+        super::on_limpetd("logs_follow_tail_and_rotation (limpetd)", super::logs);
+    }
+
+    #[test]
+    fn run_pulls_a_missing_image() {
+        super::on_limpetd("run_pulls_a_missing_image (limpetd)", super::run_and_pull);
+    }
+}

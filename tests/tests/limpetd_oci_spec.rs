@@ -199,6 +199,7 @@ fn write_standalone_spec(bundle: &Path, c: &ContainerConfig, cgroups: &str, priv
         hostname: "oci-test",
         cgroups_path: Some(cgroups),
         namespaces: &SandboxNamespaces::default(),
+        pod_namespaces: None,
         sandbox_files: &SandboxFiles::default(),
         sandbox_privileged: privileged,
         annotations: &HashMap::new(),
@@ -517,6 +518,7 @@ fn runc_runs_a_pod_whose_container_joins_it() {
         rootfs: &app_rootfs,
         hostname: "oci-pod",
         cgroups_path: Some(&app_cgroup),
+        pod_namespaces: None,
         namespaces: &SandboxNamespaces {
             network: Some(ns_of("net")),
             ipc: Some(ns_of("ipc")),

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use limpet_protos::cri::v1::{self, runtime_service_server::RuntimeService};
 use tonic::{Request, Response, Status};
 
+use super::filters;
 use super::observe;
 use super::status::runtime_status;
-use super::filters;
-use crate::runtime::{status as cri, Runtime};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::runtime::{status as cri, Runtime};
 
 pub struct RuntimeServiceImpl {
     config: Arc<Config>,
@@ -183,17 +183,22 @@ impl RuntimeService for RuntimeServiceImpl {
         self.call("PodSandboxStatus", async {
             let sb = self.runtime.sandbox(&req.pod_sandbox_id)?;
             let containers_statuses = if req.verbose {
-                self.runtime
+                let mut cs: Vec<_> = self
+                    .runtime
                     .list_containers()
-                    .iter()
+                    .into_iter()
                     .filter(|c| c.record.sandbox_id == sb.record.id)
-                    .map(cri::container_status)
-                    .collect()
+                    .collect();
+                cs.sort_by_key(|c| c.record.created);
+                cs.iter().map(cri::container_status).collect()
             } else {
                 Vec::new()
             };
             Ok(v1::PodSandboxStatusResponse {
-                status: Some(cri::pod_sandbox_status(&sb)),
+                status: Some(cri::pod_sandbox_status(
+                    &sb,
+                    &self.config.runtime.default_runtime,
+                )),
                 info: if req.verbose {
                     cri::pod_sandbox_info(&sb)
                 } else {
@@ -217,7 +222,7 @@ impl RuntimeService for RuntimeServiceImpl {
                 .list_sandboxes()
                 .iter()
                 .filter(|s| filters::sandbox(filter.as_ref(), s))
-                .map(cri::pod_sandbox)
+                .map(|s| cri::pod_sandbox(s, &self.config.runtime.default_runtime))
                 .collect();
             items.sort_by_key(|s| std::cmp::Reverse(s.created_at));
             Ok(v1::ListPodSandboxResponse { items })

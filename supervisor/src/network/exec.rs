@@ -104,7 +104,8 @@ pub fn run(
                     timeout,
                 });
             }
-            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            // Plugins run for milliseconds; a coarse poll would add up over a chain.
+            Ok(None) => std::thread::sleep(Duration::from_micros(500)),
             Err(source) => {
                 return Err(ExecError::Io {
                     context: format!("wait for {name}"),

@@ -109,6 +109,24 @@ pub fn remove(path: &Path) -> Result<(), NetnsError> {
     }
 }
 
+/// Undoes `create`'s bind of `dir` onto itself once no namespace is bound under it, so that
+/// a daemon stopping with no pods leaves no mount behind. With namespaces left (pods that
+/// outlive a restart) the mount stays: detaching it would detach theirs too.
+pub fn release_dir(dir: &Path) -> Result<(), NetnsError> {
+    let mut entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err(format!("read {}", dir.display()))(e)),
+    };
+    if entries.next().is_some() {
+        return Ok(());
+    }
+    match umount2(dir, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(sys_err(format!("unmount {}", dir.display()))(e)),
+    }
+}
+
 /// Whether `path` is a bound network namespace (and not a plain file left by a crash).
 pub fn is_mounted(path: &Path) -> bool {
     let Ok(ns) = nix::sys::statfs::statfs(path) else {

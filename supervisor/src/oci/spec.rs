@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use limpet_protos::cri::v1::{ContainerConfig, LinuxContainerSecurityContext};
+use limpet_protos::cri::v1::{ContainerConfig, LinuxContainerSecurityContext, NamespaceOption};
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilities, LinuxCapabilitiesBuilder, ProcessBuilder,
     RootBuilder, Spec, UserBuilder,
@@ -40,6 +40,8 @@ pub struct SpecInput<'a> {
     pub hostname: &'a str,
     pub cgroups_path: Option<&'a str>,
     pub namespaces: &'a SandboxNamespaces,
+    /// The pod's namespace options: its network and IPC modes are the container's too.
+    pub pod_namespaces: Option<&'a NamespaceOption>,
     /// The pod's hostname, hosts, resolv.conf and /dev/shm, bound into the container
     /// unless its own mounts cover those paths.
     pub sandbox_files: &'a SandboxFiles,
@@ -63,7 +65,13 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     if privileged && !input.sandbox_privileged {
         return Err(SpecError::PrivilegedNotAllowed);
     }
-    let modes = Modes::of(sc.and_then(|s| s.namespace_options.as_ref()))?;
+    let own = Modes::of(sc.and_then(|s| s.namespace_options.as_ref()))?;
+    let pod = Modes::of(input.pod_namespaces)?;
+    let modes = Modes {
+        network: pod.network,
+        ipc: pod.ipc,
+        pid: own.pid,
+    };
     let readonly_rootfs = sc.is_some_and(|s| s.readonly_rootfs);
 
     let user = resolve_user(input.rootfs, sc, input.image.user.as_deref())?;
@@ -364,6 +372,7 @@ mod tests {
                 hostname: "pod-a",
                 cgroups_path: Some("/limpet/pod-a/ctr"),
                 namespaces: &self.ns,
+                pod_namespaces: None,
                 sandbox_files: &self.files,
                 sandbox_privileged: self.sandbox_privileged,
                 annotations: &self.annotations,

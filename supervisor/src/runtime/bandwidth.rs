@@ -13,7 +13,9 @@ const BURST: u64 = u32::MAX as u64;
 /// Parses a Kubernetes quantity such as `10M`, `1Gi` or `500k`.
 pub fn parse_quantity(s: &str) -> Option<u64> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (num, suffix) = s.split_at(split);
     let num: f64 = num.parse().ok()?;
     let mult: f64 = match suffix {

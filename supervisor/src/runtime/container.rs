@@ -19,7 +19,11 @@ use crate::oci;
 /// A log path relative to the pod's log directory, without `..`.
 fn check_log_path(p: &str) -> Result<()> {
     let path = Path::new(p);
-    if path.is_absolute() || path.components().any(|c| !matches!(c, Component::Normal(_))) {
+    if path.is_absolute()
+        || path
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_)))
+    {
         return Err(RuntimeError::InvalidArgument(format!(
             "log_path {p:?} must be relative to the pod's log directory, without '..'"
         )));
@@ -32,7 +36,9 @@ impl Runtime {
         self.images
             .status(image)
             .map_err(|e| RuntimeError::Internal(format!("looking up image {image:?}: {e}")))?
-            .ok_or_else(|| RuntimeError::NotFound(format!("image {image:?} not found: pull it first")))
+            .ok_or_else(|| {
+                RuntimeError::NotFound(format!("image {image:?} not found: pull it first"))
+            })
     }
 
     /// Makes the writable layer `key` over the image and mounts it at `target`.
@@ -46,7 +52,10 @@ impl Runtime {
         let chain = image.chain_id.clone().ok_or_else(|| {
             RuntimeError::FailedPrecondition(format!("image {} has no layers", image.id))
         })?;
-        let mounts = self.images.snapshots.prepare_rootfs(key, &chain, readonly)?;
+        let mounts = self
+            .images
+            .snapshots
+            .prepare_rootfs(key, &chain, readonly)?;
         std::fs::create_dir_all(target).map_err(io_err(format!("create {}", target.display())))?;
         for m in &mounts {
             m.mount(target)
@@ -71,9 +80,15 @@ impl Runtime {
             RuntimeError::InvalidArgument("container config has no metadata".into())
         })?;
         check_name("container", &meta.name).map_err(RuntimeError::InvalidArgument)?;
-        let image_ref = config.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
+        let image_ref = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
         if image_ref.is_empty() {
-            return Err(RuntimeError::InvalidArgument("container config names no image".into()));
+            return Err(RuntimeError::InvalidArgument(
+                "container config names no image".into(),
+            ));
         }
         let log_path = if config.log_path.is_empty() || sb.config.log_directory.is_empty() {
             String::new()
@@ -146,7 +161,12 @@ impl Runtime {
         Ok(id)
     }
 
-    async fn make_container(&self, sb: &Sandbox, c: &mut Container, image: &ImageInfo) -> Result<()> {
+    async fn make_container(
+        &self,
+        sb: &Sandbox,
+        c: &mut Container,
+        image: &ImageInfo,
+    ) -> Result<()> {
         let id = c.record.id.clone();
         let bundle = self.dirs.bundle(&id);
         let rootfs = bundle.join("rootfs");
@@ -177,11 +197,13 @@ impl Runtime {
         let stdio = self.container_stdio(c)?;
 
         let handler = sb.record.runtime_handler.clone();
-        let address = self.shims.start_shim(&handler, &id, &bundle).await?;
-        if address != sb.record.shim_address {
-            tracing::warn!(container = %id, %address, pod_shim = %sb.record.shim_address,
-                "container got a shim of its own");
-        }
+        // The pod's shim serves its containers; `start` (which would answer the same address
+        // through the grouping annotation) runs only for a pod that has none.
+        let address = if sb.record.shim_address.is_empty() {
+            self.shims.start_shim(&handler, &id, &bundle).await?
+        } else {
+            sb.record.shim_address.clone()
+        };
         crash_point!("container-shim-started");
         let pid = self
             .shims
@@ -239,15 +261,37 @@ impl Runtime {
             .and_then(|l| l.security_context.as_ref())
             .and_then(|s| s.namespace_options.clone())
             .unwrap_or_default();
-        let proc_ns = |kind: &str| PathBuf::from(format!("/proc/{}/ns/{kind}", sb.record.pid));
+        let proc_ns = |pid: u32, kind: &str| PathBuf::from(format!("/proc/{pid}/ns/{kind}"));
+        // PID mode TARGET joins the namespace of another running container of the pod.
+        let pid = if ns_opts.pid == NamespaceMode::Target as i32 {
+            let target = self.container(&ns_opts.target_id).map_err(|_| {
+                RuntimeError::NotFound(format!(
+                    "target container {:?} of the pid namespace not found",
+                    ns_opts.target_id
+                ))
+            })?;
+            if target.record.sandbox_id != sb.record.id
+                || target.record.state != ContainerState::Running
+            {
+                return Err(RuntimeError::FailedPrecondition(format!(
+                    "target container {} is not a running container of this pod",
+                    target.record.id
+                )));
+            }
+            Some(proc_ns(target.record.pid, "pid"))
+        } else {
+            (ns_opts.pid == NamespaceMode::Pod as i32).then(|| proc_ns(sb.record.pid, "pid"))
+        };
         let pod_ns = super::sandbox::namespace_options(&sb.config);
         let namespaces = oci::SandboxNamespaces {
             network: sb.record.netns.clone().or_else(|| {
-                (pod_ns.network != NamespaceMode::Node as i32).then(|| proc_ns("net"))
+                (pod_ns.network != NamespaceMode::Node as i32)
+                    .then(|| proc_ns(sb.record.pid, "net"))
             }),
-            ipc: (pod_ns.ipc != NamespaceMode::Node as i32).then(|| proc_ns("ipc")),
-            uts: (pod_ns.network != NamespaceMode::Node as i32).then(|| proc_ns("uts")),
-            pid: (ns_opts.pid == NamespaceMode::Pod as i32).then(|| proc_ns("pid")),
+            ipc: (pod_ns.ipc != NamespaceMode::Node as i32).then(|| proc_ns(sb.record.pid, "ipc")),
+            uts: (pod_ns.network != NamespaceMode::Node as i32)
+                .then(|| proc_ns(sb.record.pid, "uts")),
+            pid,
         };
         let hostname = super::sandbox_files::hostname(&sb.config, sb.record.netns.is_none());
         let cgroup_parent = sb
@@ -279,6 +323,7 @@ impl Runtime {
             hostname: &hostname,
             cgroups_path: Some(&cgroups_path),
             namespaces: &namespaces,
+            pod_namespaces: Some(&pod_ns),
             sandbox_files: &files,
             sandbox_privileged,
             annotations: &annotations,
@@ -300,7 +345,11 @@ impl Runtime {
             )));
         }
         let sb = self.sandbox(&c.record.sandbox_id)?;
-        let pid = match self.shims.start_task(&sb.record.shim_address, &id, "").await {
+        let pid = match self
+            .shims
+            .start_task(&sb.record.shim_address, &id, "")
+            .await
+        {
             Ok(pid) => pid,
             Err(e) => {
                 // runc's error (bad command, missing binary) is what the client must see;
@@ -317,15 +366,19 @@ impl Runtime {
             }
         };
         let started = crate::store::now();
-        // The exit event may already have been handled: keep its state.
-        if let Some(c) = self.update_container(&id, |r| {
+        // The exit event may already have been handled: keep its state, and announce only a
+        // start (the exit had its own event).
+        let mut now_running = false;
+        let c = self.update_container(&id, |r| {
             r.started = started;
             r.pid = pid;
             if r.state == ContainerState::Created {
                 r.state = ContainerState::Running;
+                now_running = true;
             }
-        })? {
-            crash_point!("container-started");
+        })?;
+        crash_point!("container-started");
+        if let (Some(c), true) = (c, now_running) {
             self.events.container_changed(self, &c);
         }
         Ok(())
@@ -348,7 +401,9 @@ impl Runtime {
         let address = self.sandbox(&c.record.sandbox_id)?.record.shim_address;
         if timeout > 0 {
             let signal = super::signals::parse(&c.record.stop_signal).unwrap_or(libc::SIGTERM);
-            self.shims.kill(&address, &id, "", signal as u32, false).await?;
+            self.shims
+                .kill(&address, &id, "", signal as u32, false)
+                .await?;
             let waited = tokio::time::timeout(
                 Duration::from_secs(timeout as u64),
                 self.shims.wait(&address, &id, ""),
@@ -368,16 +423,19 @@ impl Runtime {
         Ok(())
     }
 
-    /// Records an exit once; later reports of the same exit change nothing.
+    /// Records an exit once; later reports of the same exit (the shim's event and the wait of
+    /// StopContainer both report it) change nothing and send no second event.
     pub(super) fn record_exit(&self, id: &str, code: u32, at: i64) -> Result<()> {
-        let changed = self.update_container(id, |r| {
+        let mut exited_now = false;
+        let c = self.update_container(id, |r| {
             if r.state != ContainerState::Exited {
                 r.state = ContainerState::Exited;
                 r.exit_code = code as i32;
                 r.finished = at;
+                exited_now = true;
             }
         })?;
-        if let Some(c) = changed {
+        if let (Some(c), true) = (c, exited_now) {
             self.events.container_changed(self, &c);
         }
         Ok(())
@@ -408,7 +466,9 @@ impl Runtime {
         let (handler, address) = sb
             .map(|s| (s.record.runtime_handler, s.record.shim_address))
             .unwrap_or_default();
-        self.shims.destroy_task(&handler, &address, id, &bundle).await?;
+        self.shims
+            .destroy_task(&handler, &address, id, &bundle)
+            .await?;
         crash_point!("container-task-deleted");
         super::unmount_rootfs(&bundle)?;
         self.images.snapshots.remove_rootfs(id)?;
@@ -431,11 +491,17 @@ impl Runtime {
         let Some(res) = resources else {
             return Ok(());
         };
-        let mut linux =
-            oci::resources::container_resources(Some(&res), Vec::new(), oci::HostFeatures::current())?;
+        let mut linux = oci::resources::container_resources(
+            Some(&res),
+            Vec::new(),
+            oci::HostFeatures::current(),
+        )?;
         // Update leaves the device rules as they are.
         linux.set_devices(None);
-        if matches!(c.record.state, ContainerState::Running | ContainerState::Created) {
+        if matches!(
+            c.record.state,
+            ContainerState::Running | ContainerState::Created
+        ) {
             let address = self.sandbox(&c.record.sandbox_id)?.record.shim_address;
             self.shims.update(&address, &id, &linux).await?;
         }

@@ -33,7 +33,13 @@ impl ContainerEvents {
         self.tx.subscribe()
     }
 
-    fn send(&self, id: &str, kind: v1::ContainerEventType, pod: Option<v1::PodSandboxStatus>, containers: Vec<v1::ContainerStatus>) {
+    fn send(
+        &self,
+        id: &str,
+        kind: v1::ContainerEventType,
+        pod: Option<v1::PodSandboxStatus>,
+        containers: Vec<v1::ContainerStatus>,
+    ) {
         let _ = self.tx.send(v1::ContainerEventResponse {
             container_id: id.to_string(),
             container_event_type: kind as i32,
@@ -43,8 +49,16 @@ impl ContainerEvents {
         });
     }
 
-    fn pod_statuses(&self, rt: &Runtime, sandbox_id: &str) -> (Option<v1::PodSandboxStatus>, Vec<v1::ContainerStatus>) {
-        let pod = rt.sandbox(sandbox_id).ok().map(|s| status::pod_sandbox_status(&s));
+    fn pod_statuses(
+        &self,
+        rt: &Runtime,
+        sandbox_id: &str,
+    ) -> (Option<v1::PodSandboxStatus>, Vec<v1::ContainerStatus>) {
+        let default = &rt.config().runtime.default_runtime;
+        let pod = rt
+            .sandbox(sandbox_id)
+            .ok()
+            .map(|s| status::pod_sandbox_status(&s, default));
         let containers = rt
             .containers_of(sandbox_id)
             .iter()
@@ -68,7 +82,12 @@ impl ContainerEvents {
 
     pub fn container_removed(&self, rt: &Runtime, c: &Container) {
         let (pod, containers) = self.pod_statuses(rt, &c.record.sandbox_id);
-        self.send(&c.record.id, v1::ContainerEventType::ContainerDeletedEvent, pod, containers);
+        self.send(
+            &c.record.id,
+            v1::ContainerEventType::ContainerDeletedEvent,
+            pod,
+            containers,
+        );
     }
 
     pub fn sandbox_changed(&self, rt: &Runtime, sb: &Sandbox) {
@@ -81,11 +100,12 @@ impl ContainerEvents {
         self.send(&sb.record.id, kind, pod, containers);
     }
 
-    pub fn sandbox_removed(&self, sb: &Sandbox) {
+    pub fn sandbox_removed(&self, rt: &Runtime, sb: &Sandbox) {
+        let default = &rt.config().runtime.default_runtime;
         self.send(
             &sb.record.id,
             v1::ContainerEventType::ContainerDeletedEvent,
-            Some(status::pod_sandbox_status(sb)),
+            Some(status::pod_sandbox_status(sb, default)),
             Vec::new(),
         );
     }
@@ -142,9 +162,7 @@ impl Runtime {
         let rt = self.clone();
         crate::shims::EventsServer::start(
             &self.dirs.events_socket,
-            move |ev: crate::shims::ShimEvent| {
-                rt.handle_task_event(&ev.event)
-            },
+            move |ev: crate::shims::ShimEvent| rt.handle_task_event(&ev.event),
         )
         .map_err(super::error::shim_err("serving the shims' events"))
     }

@@ -45,7 +45,9 @@ fn fifo(dir: &Path, name: &str) -> Result<PathBuf> {
 impl Runtime {
     pub async fn exec_sync(&self, id: &str, cmd: Vec<String>, timeout: i64) -> Result<ExecOutput> {
         if cmd.is_empty() {
-            return Err(RuntimeError::InvalidArgument("exec: no command given".into()));
+            return Err(RuntimeError::InvalidArgument(
+                "exec: no command given".into(),
+            ));
         }
         let c = self.container(id)?;
         if c.record.state != ContainerState::Running {
@@ -90,7 +92,9 @@ impl Runtime {
             stderr: err_path.to_string_lossy().into_owned(),
             terminal: false,
         };
-        self.shims.exec(address, id, exec_id, &process, stdio).await?;
+        self.shims
+            .exec(address, id, exec_id, &process, stdio)
+            .await?;
         let cap = self.config.runtime.max_exec_output;
         let stdout = tokio::spawn(collect(out_rx, cap));
         let stderr = tokio::spawn(collect(err_rx, cap));
@@ -135,13 +139,18 @@ impl Runtime {
     }
 
     /// The container's own process (user, env, cwd, capabilities) running `cmd`.
-    pub(super) fn exec_process(&self, id: &str, cmd: Vec<String>) -> Result<oci_spec::runtime::Process> {
+    pub(super) fn exec_process(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+    ) -> Result<oci_spec::runtime::Process> {
         let path = self.dirs.bundle(id).join("config.json");
         let spec = oci_spec::runtime::Spec::load(&path)
             .map_err(|e| RuntimeError::Internal(format!("reading {}: {e}", path.display())))?;
-        let mut process = spec.process().clone().ok_or_else(|| {
-            RuntimeError::Internal(format!("{} has no process", path.display()))
-        })?;
+        let mut process = spec
+            .process()
+            .clone()
+            .ok_or_else(|| RuntimeError::Internal(format!("{} has no process", path.display())))?;
         process.set_args(Some(cmd));
         process.set_terminal(Some(false));
         process.set_console_size(None);

@@ -11,16 +11,18 @@ mod ids;
 mod reconcile;
 pub mod records;
 mod sandbox;
-mod signals;
-pub mod status;
 pub mod sandbox_files;
 mod shim_pool;
+mod signals;
 mod stats;
+pub mod status;
 
 pub use error::{Result, RuntimeError};
 pub use events::ContainerEvents;
 pub use exec::ExecOutput;
-pub use records::{Container, ContainerRecord, ContainerState, Sandbox, SandboxRecord, SandboxState};
+pub use records::{
+    Container, ContainerRecord, ContainerState, Sandbox, SandboxRecord, SandboxState,
+};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

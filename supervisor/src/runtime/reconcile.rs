@@ -219,7 +219,8 @@ impl Runtime {
         Ok(true)
     }
 
-    /// Removes what belongs to no record. Returns how many things were removed.
+    /// Removes what belongs to no record. Returns how many things were removed; one that
+    /// cannot be removed is logged and tried again at the next start.
     async fn remove_orphans(&self) -> Result<usize> {
         let (pods, containers): (HashSet<String>, HashSet<String>) = {
             let t = self.tables();
@@ -237,16 +238,15 @@ impl Runtime {
                 let bundle = self.dirs.bundle(&id);
                 let handler = self.config.runtime.default_runtime.clone();
                 let _ = self.shims.delete_action(&handler, &id, &bundle).await;
-                super::unmount_rootfs(&bundle)?;
-                remove_dir(&bundle)?;
-                removed += 1;
+                let r = super::unmount_rootfs(&bundle).and_then(|()| remove_dir(&bundle));
+                removed += counted(&id, "bundle", r);
             }
         }
         for rec in self.store.rootfs_all()? {
             if !known(&rec.key) {
                 tracing::info!(id = rec.key, "removing an orphaned rootfs");
-                self.images.snapshots.remove_rootfs(&rec.key)?;
-                removed += 1;
+                let r = self.images.snapshots.remove_rootfs(&rec.key);
+                removed += counted(&rec.key, "rootfs", r.map_err(Into::into));
             }
         }
         for id in dir_names(&self.dirs.netns) {
@@ -269,18 +269,28 @@ impl Runtime {
         for id in dir_names(&self.dirs.shm) {
             if !pods.contains(&id) {
                 let _ = sandbox_files::unmount_shm(&self.dirs.shm.join(&id));
-                remove_dir(&self.dirs.shm.join(&id))?;
-                removed += 1;
+                removed += counted(&id, "shm", remove_dir(&self.dirs.shm.join(&id)));
             }
         }
         for id in dir_names(&self.dirs.sandboxes) {
             if !pods.contains(&id) {
-                remove_dir(&self.dirs.sandboxes.join(&id))?;
-                removed += 1;
+                let r = remove_dir(&self.dirs.sandboxes.join(&id));
+                removed += counted(&id, "pod files", r);
             }
         }
         removed += self.shims.kill_unknown_shims(&known);
         Ok(removed)
+    }
+}
+
+/// 1 if an orphan is gone; otherwise 0, and the reason is logged.
+fn counted(id: &str, what: &str, r: Result<()>) -> usize {
+    match r {
+        Ok(()) => 1,
+        Err(e) => {
+            tracing::warn!(id, what, error = %e, "cannot remove an orphan");
+            0
+        }
     }
 }
 

@@ -81,9 +81,11 @@ impl Runtime {
         let network = if host_net {
             None
         } else {
-            Some(network::load_network(&self.config.cni.conf_dir).map_err(|e| {
-                RuntimeError::FailedPrecondition(format!("pod network not ready: {e}"))
-            })?)
+            Some(
+                network::load_network(&self.config.cni.conf_dir).map_err(|e| {
+                    RuntimeError::FailedPrecondition(format!("pod network not ready: {e}"))
+                })?,
+            )
         };
 
         let id = new_id();
@@ -135,24 +137,47 @@ impl Runtime {
         network: Option<&network::NetworkConfigList>,
     ) -> Result<()> {
         let id = sb.record.id.clone();
-        if let (Some(path), Some(net)) = (sb.record.netns.clone(), network) {
-            let dir = self.dirs.netns.clone();
-            let nsid = id.clone();
-            super::blocking(move || netns::create(&dir, &nsid)).await??;
-            crash_point!("sandbox-netns-created");
-            let pod = self.pod_network(sb, &path);
-            let (cni, net) = (self.cni.clone(), net.clone());
-            let added = super::blocking(move || {
-                cni.loopback("ADD", &pod)?;
-                cni.add(&net, &pod)
-            })
-            .await??;
+        // The network is attached while the sandbox process starts: neither waits for the
+        // other, and both are done before the pod is Ready.
+        let attaching = match (sb.record.netns.clone(), network) {
+            (Some(path), Some(net)) => {
+                let dir = self.dirs.netns.clone();
+                let nsid = id.clone();
+                super::blocking(move || netns::create(&dir, &nsid)).await??;
+                crash_point!("sandbox-netns-created");
+                let pod = self.pod_network(sb, &path);
+                let (cni, net) = (self.cni.clone(), net.clone());
+                Some(tokio::task::spawn_blocking(move || {
+                    cni.loopback("ADD", &pod)?;
+                    cni.add(&net, &pod)
+                }))
+            }
+            _ => None,
+        };
+        let started = self.start_sandbox_process(sb).await;
+        // Even when the process failed, the plugins must be done before anything is undone.
+        if let Some(attaching) = attaching {
+            let added = attaching
+                .await
+                .map_err(|e| RuntimeError::Internal(format!("CNI ADD task: {e}")))?;
+            started?;
+            let added = added?;
             sb.record.ips = added.ips.iter().map(|ip| ip.ip().to_string()).collect();
             sb.record.cni_result = Some(added.raw);
             self.put_sandbox(sb)?;
             crash_point!("sandbox-network-added");
+        } else {
+            started?;
         }
+        sb.record.state = SandboxState::Ready;
+        self.put_sandbox(sb)?;
+        crash_point!("sandbox-started");
+        Ok(())
+    }
 
+    /// The pod's files, the sandbox spec and bundle, the pod's shim, and the sandbox process.
+    async fn start_sandbox_process(&self, sb: &mut Sandbox) -> Result<()> {
+        let id = sb.record.id.clone();
         let host_net = sb.record.netns.is_none();
         let files = sandbox_files::make(
             &self.sandbox_dir(&id),
@@ -161,7 +186,9 @@ impl Runtime {
             host_net,
             host_ipc(&sb.config),
         )
-        .map_err(io_err("making the pod's hostname, hosts, resolv.conf and shm"))?;
+        .map_err(io_err(
+            "making the pod's hostname, hosts, resolv.conf and shm",
+        ))?;
 
         let bundle = self.dirs.bundle(&id);
         let spec = self.sandbox_spec(sb, &bundle, &files).await?;
@@ -184,11 +211,7 @@ impl Runtime {
             )
             .await?;
         crash_point!("sandbox-task-created");
-        let pid = self.shims.start_task(&address, &id, "").await?;
-        sb.record.pid = pid;
-        sb.record.state = SandboxState::Ready;
-        self.put_sandbox(sb)?;
-        crash_point!("sandbox-started");
+        sb.record.pid = self.shims.start_task(&address, &id, "").await?;
         Ok(())
     }
 
@@ -347,7 +370,7 @@ impl Runtime {
         let _guard = self.lock(&id).await;
         let sb = self.sandbox(&id)?;
         self.destroy_sandbox(&sb).await?;
-        self.events.sandbox_removed(&sb);
+        self.events.sandbox_removed(self, &sb);
         Ok(())
     }
 
@@ -357,7 +380,12 @@ impl Runtime {
         let id = &sb.record.id;
         let bundle = self.dirs.bundle(id);
         self.shims
-            .destroy_task(&sb.record.runtime_handler, &sb.record.shim_address, id, &bundle)
+            .destroy_task(
+                &sb.record.runtime_handler,
+                &sb.record.shim_address,
+                id,
+                &bundle,
+            )
             .await?;
         if !sb.record.shim_address.is_empty() {
             self.shims.shutdown(&sb.record.shim_address, id).await;

@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use limpet_protos::protobuf::well_known_types::any::Any;
 use limpet_protos::protobuf::Message;
@@ -38,9 +37,16 @@ pub struct TaskStdio {
 /// What a shim says of a task on re-attach.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Probe {
-    Created { pid: u32 },
-    Running { pid: u32 },
-    Stopped { exit_status: u32, exited_at: i64 },
+    Created {
+        pid: u32,
+    },
+    Running {
+        pid: u32,
+    },
+    Stopped {
+        exit_status: u32,
+        exited_at: i64,
+    },
     /// The shim answers but knows no such task.
     NoTask,
     /// The shim is gone (nothing accepts on its socket, or none was recorded), and why.
@@ -57,7 +63,6 @@ struct HandlerShim {
 
 pub struct ShimPool {
     handlers: HashMap<String, HandlerShim>,
-    clients: Mutex<HashMap<String, ShimClient>>,
     pause: PathBuf,
     grpc_address: PathBuf,
 }
@@ -97,7 +102,11 @@ impl ShimPool {
         let mut handlers = HashMap::new();
         for (name, h) in &config.runtime.runtimes {
             let Some(binary) = find_binary(&h.shim) else {
-                tracing::warn!(handler = name, shim = h.shim, "shim not found; the handler cannot run pods");
+                tracing::warn!(
+                    handler = name,
+                    shim = h.shim,
+                    "shim not found; the handler cannot run pods"
+                );
                 continue;
             };
             let root = if h.root.is_empty() {
@@ -130,7 +139,6 @@ impl ShimPool {
             .unwrap_or_else(|| PathBuf::from("/usr/local/bin/containerd-shim-limpet-v2"));
         Ok(ShimPool {
             handlers,
-            clients: Mutex::new(HashMap::new()),
             pause,
             grpc_address: config.grpc.address.clone(),
         })
@@ -164,44 +172,27 @@ impl ShimPool {
         }
     }
 
-    fn client(&self, address: &str) -> Result<ShimClient> {
-        if address.is_empty() {
-            return Err(RuntimeError::FailedPrecondition("no shim for this task".into()));
-        }
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = clients.get(address) {
-            return Ok(c.clone());
-        }
-        let c = ShimClient::connect(address, CONNECT_TIMEOUT)
-            .map_err(shim_err(format!("connect to shim {address}")))?
-            .with_namespace(NAMESPACE);
-        clients.insert(address.to_string(), c.clone());
-        Ok(c)
-    }
-
-    fn forget(&self, address: &str) {
-        self.clients
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(address);
-    }
-
-    /// Runs `f` with the shim's client off the async threads; a broken connection is
-    /// dropped so that the next call reconnects.
+    /// Connects to the shim and runs `f` off the async threads. A connection per call: an
+    /// idle ttrpc connection holds two threads, which with hundreds of pods would cost more
+    /// than connecting (tens of microseconds).
     async fn with_client<T: Send + 'static>(
         &self,
         address: &str,
         f: impl FnOnce(&ShimClient) -> std::result::Result<T, crate::shims::ShimError> + Send + 'static,
         what: String,
     ) -> Result<T> {
-        let client = self.client(address)?;
-        let r = blocking(move || f(&client)).await?;
-        if let Err(e) = &r {
-            if e.is_gone() {
-                self.forget(address);
-            }
+        if address.is_empty() {
+            return Err(RuntimeError::FailedPrecondition(
+                "no shim for this task".into(),
+            ));
         }
-        r.map_err(shim_err(what))
+        let address = address.to_string();
+        blocking(move || {
+            let client = ShimClient::connect(&address, CONNECT_TIMEOUT)?.with_namespace(NAMESPACE);
+            f(&client)
+        })
+        .await?
+        .map_err(shim_err(what))
     }
 
     pub async fn start_shim(&self, handler: &str, id: &str, bundle: &Path) -> Result<String> {
@@ -229,21 +220,40 @@ impl ShimPool {
             rootfs: Vec::new(),
             options: Some(options),
         };
-        self.with_client(address, move |c| c.create(&req), format!("create task {id}"))
-            .await
+        self.with_client(
+            address,
+            move |c| c.create(&req),
+            format!("create task {id}"),
+        )
+        .await
     }
 
     pub async fn start_task(&self, address: &str, id: &str, exec_id: &str) -> Result<u32> {
         let (i, e) = (id.to_string(), exec_id.to_string());
-        self.with_client(address, move |c| c.start(&i, &e), format!("start {id} {exec_id}"))
-            .await
+        self.with_client(
+            address,
+            move |c| c.start(&i, &e),
+            format!("start {id} {exec_id}"),
+        )
+        .await
     }
 
     /// Signals a task; a task already gone is not an error.
-    pub async fn kill(&self, address: &str, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<()> {
+    pub async fn kill(
+        &self,
+        address: &str,
+        id: &str,
+        exec_id: &str,
+        signal: u32,
+        all: bool,
+    ) -> Result<()> {
         let (i, e) = (id.to_string(), exec_id.to_string());
         let r = self
-            .with_client(address, move |c| c.kill(&i, &e, signal, all), format!("kill {id}"))
+            .with_client(
+                address,
+                move |c| c.kill(&i, &e, signal, all),
+                format!("kill {id}"),
+            )
             .await;
         match r {
             Err(RuntimeError::Shim { source, .. }) if source.is_not_found() => Ok(()),
@@ -255,14 +265,25 @@ impl ShimPool {
     pub async fn wait(&self, address: &str, id: &str, exec_id: &str) -> Result<(u32, i64)> {
         let (i, e) = (id.to_string(), exec_id.to_string());
         let exited = self
-            .with_client(address, move |c| c.wait(&i, &e), format!("wait for {id} {exec_id}"))
+            .with_client(
+                address,
+                move |c| c.wait(&i, &e),
+                format!("wait for {id} {exec_id}"),
+            )
             .await?;
         Ok((exited.exit_status, time(exited.exited_at)))
     }
 
     /// SIGKILLs a task (and everything in its cgroup) and waits for its exit.
-    pub async fn kill_and_wait(&self, address: &str, id: &str, exec_id: &str, signal: u32) -> Result<(u32, i64)> {
-        self.kill(address, id, exec_id, signal, exec_id.is_empty()).await?;
+    pub async fn kill_and_wait(
+        &self,
+        address: &str,
+        id: &str,
+        exec_id: &str,
+        signal: u32,
+    ) -> Result<(u32, i64)> {
+        self.kill(address, id, exec_id, signal, exec_id.is_empty())
+            .await?;
         match self.wait(address, id, exec_id).await {
             Err(RuntimeError::Shim { source, .. }) if source.is_not_found() || source.is_gone() => {
                 Ok((137, crate::store::now()))
@@ -291,7 +312,11 @@ impl ShimPool {
     pub async fn delete_exec(&self, address: &str, id: &str, exec_id: &str) -> Result<()> {
         let (i, e) = (id.to_string(), exec_id.to_string());
         let r = self
-            .with_client(address, move |c| c.delete(&i, &e).map(|_| ()), format!("delete exec {exec_id}"))
+            .with_client(
+                address,
+                move |c| c.delete(&i, &e).map(|_| ()),
+                format!("delete exec {exec_id}"),
+            )
             .await;
         match r {
             Err(RuntimeError::Shim { source, .. }) if source.is_not_found() => Ok(()),
@@ -301,12 +326,19 @@ impl ShimPool {
 
     /// Deletes a task whatever state it is in: killed first if it runs; through the shim's
     /// `delete` action when the shim is gone. Nothing there is fine.
-    pub async fn destroy_task(&self, handler: &str, address: &str, id: &str, bundle: &Path) -> Result<()> {
+    pub async fn destroy_task(
+        &self,
+        handler: &str,
+        address: &str,
+        id: &str,
+        bundle: &Path,
+    ) -> Result<()> {
         if !address.is_empty() {
             match self.probe(address, id).await {
                 Probe::NoTask | Probe::NoShim(_) | Probe::Unreachable(_) => {}
                 Probe::Running { .. } | Probe::Created { .. } => {
-                    self.kill_and_wait(address, id, "", libc::SIGKILL as u32).await?;
+                    self.kill_and_wait(address, id, "", libc::SIGKILL as u32)
+                        .await?;
                     self.delete_exec(address, id, "").await?;
                     return Ok(());
                 }
@@ -323,7 +355,12 @@ impl ShimPool {
     }
 
     /// The shim binary's `delete` action, for a task whose shim is gone.
-    pub async fn delete_action(&self, handler: &str, id: &str, bundle: &Path) -> Result<(u32, i64)> {
+    pub async fn delete_action(
+        &self,
+        handler: &str,
+        id: &str,
+        bundle: &Path,
+    ) -> Result<(u32, i64)> {
         let launcher = self.handler(handler)?.launcher.clone();
         let (i, b) = (id.to_string(), bundle.to_path_buf());
         let out = blocking(move || launcher.delete(&i, &b))
@@ -366,29 +403,41 @@ impl ShimPool {
         super::stats::decode(&any.type_url, &any.value)
     }
 
-    pub async fn update(&self, address: &str, id: &str, resources: &oci_spec::runtime::LinuxResources) -> Result<()> {
+    pub async fn update(
+        &self,
+        address: &str,
+        id: &str,
+        resources: &oci_spec::runtime::LinuxResources,
+    ) -> Result<()> {
         let (i, r) = (id.to_string(), resources.clone());
         self.with_client(
             address,
             move |c| c.update(&i, &r, &HashMap::new()),
             format!("update {id}"),
         )
-            .await
+        .await
     }
 
     pub async fn reopen_log(&self, address: &str, id: &str) -> Result<()> {
         let i = id.to_string();
-        self.with_client(address, move |c| c.reopen_log(&i), format!("reopen the log of {id}"))
-            .await
+        self.with_client(
+            address,
+            move |c| c.reopen_log(&i),
+            format!("reopen the log of {id}"),
+        )
+        .await
     }
 
     /// Asks a shim to exit; it does once it runs no task. A gone shim is fine.
     pub async fn shutdown(&self, address: &str, id: &str) {
         let i = id.to_string();
         let _ = self
-            .with_client(address, move |c| c.shutdown(&i, false), format!("shutdown {address}"))
+            .with_client(
+                address,
+                move |c| c.shutdown(&i, false),
+                format!("shutdown {address}"),
+            )
             .await;
-        self.forget(address);
     }
 
     /// Kills shim processes started for this limpetd (`-address` is its socket) whose `-id`
@@ -418,11 +467,14 @@ impl ShimPool {
             };
             // By file name: the `start` action spawns the serving shim by its own resolved
             // path, which need not be the (symlinked) path limpetd ran.
-            let is_shim = args.first().and_then(|a| Path::new(a).file_name()).is_some_and(|n| {
-                self.handlers
-                    .values()
-                    .any(|h| h.launcher.binary.file_name() == Some(n))
-            });
+            let is_shim = args
+                .first()
+                .and_then(|a| Path::new(a).file_name())
+                .is_some_and(|n| {
+                    self.handlers
+                        .values()
+                        .any(|h| h.launcher.binary.file_name() == Some(n))
+                });
             if !is_shim || flag("-address").as_deref() != Some(ours.as_str()) {
                 continue;
             }

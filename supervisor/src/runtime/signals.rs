@@ -25,7 +25,9 @@ pub fn parse(s: &str) -> Option<i32> {
         let n = libc::SIGRTMIN() + off;
         return (n <= libc::SIGRTMAX()).then_some(n);
     }
-    nix::sys::signal::Signal::from_str(&name).ok().map(|s| s as i32)
+    nix::sys::signal::Signal::from_str(&name)
+        .ok()
+        .map(|s| s as i32)
 }
 
 #[cfg(test)]

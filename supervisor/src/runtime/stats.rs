@@ -35,7 +35,10 @@ pub fn decode(type_url: &str, value: &[u8]) -> Result<Sample> {
     let name = type_url.rsplit('/').next().unwrap_or(type_url);
     if name == type_urls::CGROUPS_V2_METRICS {
         let m = V2::parse_from_bytes(value).map_err(bad)?;
-        let (cpu, mem) = (m.cpu.clone().unwrap_or_default(), m.memory.clone().unwrap_or_default());
+        let (cpu, mem) = (
+            m.cpu.clone().unwrap_or_default(),
+            m.memory.clone().unwrap_or_default(),
+        );
         return Ok(Sample {
             cpu_ns: cpu.usage_usec * 1000,
             memory_usage: mem.usage,
@@ -119,7 +122,10 @@ fn network_usage(pid: u32, now: i64) -> Option<v1::NetworkUsage> {
     let mut interfaces = Vec::new();
     for line in text.lines().skip(2) {
         let (name, rest) = line.split_once(':')?;
-        let f: Vec<u64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
         if f.len() < 16 || name.trim() == "lo" {
             continue;
         }
@@ -144,13 +150,28 @@ fn network_usage(pid: u32, now: i64) -> Option<v1::NetworkUsage> {
 
 impl Runtime {
     pub async fn container_stats(&self, c: &Container) -> Result<v1::ContainerStats> {
+        let sample = self.container_sample(c).await?;
+        self.container_stats_of(c, sample.as_ref()).await
+    }
+
+    /// The cgroup reading of a container that has a task.
+    async fn container_sample(&self, c: &Container) -> Result<Option<Sample>> {
+        if !matches!(
+            c.record.state,
+            ContainerState::Running | ContainerState::Created
+        ) {
+            return Ok(None);
+        }
+        let address = self.sandbox(&c.record.sandbox_id)?.record.shim_address;
+        Ok(Some(self.shims.stats(&address, &c.record.id).await?))
+    }
+
+    async fn container_stats_of(
+        &self,
+        c: &Container,
+        sample: Option<&Sample>,
+    ) -> Result<v1::ContainerStats> {
         let now = crate::store::now();
-        let sample = if matches!(c.record.state, ContainerState::Running | ContainerState::Created) {
-            let address = self.sandbox(&c.record.sandbox_id)?.record.shim_address;
-            Some(self.shims.stats(&address, &c.record.id).await?)
-        } else {
-            None
-        };
         let upper = self
             .images
             .snapshots
@@ -158,9 +179,7 @@ impl Runtime {
             .join(&c.record.id)
             .join("upper");
         let (used, inodes) = super::blocking(move || crate::fsusage::tree_usage(&upper)).await?;
-        let nano_cores = sample
-            .as_ref()
-            .and_then(|s| self.cpu_history.rate(&c.record.id, now, s.cpu_ns));
+        let nano_cores = sample.and_then(|s| self.cpu_history.rate(&c.record.id, now, s.cpu_ns));
         Ok(v1::ContainerStats {
             attributes: Some(v1::ContainerAttributes {
                 id: c.record.id.clone(),
@@ -168,8 +187,8 @@ impl Runtime {
                 labels: c.config.labels.clone(),
                 annotations: c.config.annotations.clone(),
             }),
-            cpu: sample.as_ref().map(|s| cpu_usage(s, now, nano_cores)),
-            memory: sample.as_ref().map(|s| memory_usage(s, now)),
+            cpu: sample.map(|s| cpu_usage(s, now, nano_cores)),
+            memory: sample.map(|s| memory_usage(s, now)),
             writable_layer: Some(v1::FilesystemUsage {
                 timestamp: now,
                 fs_id: Some(v1::FilesystemIdentifier {
@@ -182,13 +201,18 @@ impl Runtime {
         })
     }
 
-    /// The pod's totals are its containers' and its sandbox process's.
+    /// The pod's totals (processes included) are its running containers' and its sandbox
+    /// process's: each has a cgroup of its own.
     pub async fn pod_sandbox_stats(&self, sb: &Sandbox) -> Result<v1::PodSandboxStats> {
         let now = crate::store::now();
         let mut containers = Vec::new();
         let mut total = Sample::default();
         if sb.record.state == SandboxState::Ready {
-            if let Ok(s) = self.shims.stats(&sb.record.shim_address, &sb.record.id).await {
+            if let Ok(s) = self
+                .shims
+                .stats(&sb.record.shim_address, &sb.record.id)
+                .await
+            {
                 add(&mut total, &s);
             }
         }
@@ -196,18 +220,11 @@ impl Runtime {
             if c.record.state == ContainerState::Creating {
                 continue;
             }
-            let stats = self.container_stats(&c).await?;
-            if c.record.state == ContainerState::Running {
-                if let (Some(cpu), Some(mem)) = (&stats.cpu, &stats.memory) {
-                    total.cpu_ns += cpu.usage_core_nano_seconds.as_ref().map(|v| v.value).unwrap_or(0);
-                    total.memory_usage += mem.usage_bytes.as_ref().map(|v| v.value).unwrap_or(0);
-                    total.rss += mem.rss_bytes.as_ref().map(|v| v.value).unwrap_or(0);
-                    total.page_faults += mem.page_faults.as_ref().map(|v| v.value).unwrap_or(0);
-                    total.major_page_faults +=
-                        mem.major_page_faults.as_ref().map(|v| v.value).unwrap_or(0);
-                }
+            let sample = self.container_sample(&c).await?;
+            if let (Some(s), ContainerState::Running) = (&sample, c.record.state) {
+                add(&mut total, s);
             }
-            containers.push(stats);
+            containers.push(self.container_stats_of(&c, sample.as_ref()).await?);
         }
         let nano_cores = self.cpu_history.rate(&sb.record.id, now, total.cpu_ns);
         let network = (sb.record.state == SandboxState::Ready && !sb.host_network())

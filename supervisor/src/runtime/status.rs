@@ -21,7 +21,17 @@ pub fn container_state(s: ContainerState) -> v1::ContainerState {
     }
 }
 
-pub fn pod_sandbox(sb: &Sandbox) -> v1::PodSandbox {
+/// The handler a client asked for: empty for the default one, as containerd reports it (and
+/// crictl shows "(default)"). `default` is the configured default runtime.
+fn requested_handler(sb: &Sandbox, default: &str) -> String {
+    if sb.record.runtime_handler == default {
+        String::new()
+    } else {
+        sb.record.runtime_handler.clone()
+    }
+}
+
+pub fn pod_sandbox(sb: &Sandbox, default_handler: &str) -> v1::PodSandbox {
     v1::PodSandbox {
         id: sb.record.id.clone(),
         metadata: sb.config.metadata.clone(),
@@ -29,11 +39,11 @@ pub fn pod_sandbox(sb: &Sandbox) -> v1::PodSandbox {
         created_at: sb.record.created,
         labels: sb.config.labels.clone(),
         annotations: sb.config.annotations.clone(),
-        runtime_handler: sb.record.runtime_handler.clone(),
+        runtime_handler: requested_handler(sb, default_handler),
     }
 }
 
-pub fn pod_sandbox_status(sb: &Sandbox) -> v1::PodSandboxStatus {
+pub fn pod_sandbox_status(sb: &Sandbox, default_handler: &str) -> v1::PodSandboxStatus {
     let mut ips = sb.record.ips.iter();
     let network = (!sb.host_network()).then(|| v1::PodSandboxNetworkStatus {
         ip: ips.next().cloned().unwrap_or_default(),
@@ -51,7 +61,7 @@ pub fn pod_sandbox_status(sb: &Sandbox) -> v1::PodSandboxStatus {
         }),
         labels: sb.config.labels.clone(),
         annotations: sb.config.annotations.clone(),
-        runtime_handler: sb.record.runtime_handler.clone(),
+        runtime_handler: requested_handler(sb, default_handler),
     }
 }
 

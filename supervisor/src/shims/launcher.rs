@@ -215,13 +215,14 @@ fn recv_until(rx: &mpsc::Receiver<Vec<u8>>, deadline: Instant) -> Option<Vec<u8>
 
 /// Waits for the child until `deadline`; past it the child is killed and `None` returned.
 fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
-    let mut pause = Duration::from_millis(1);
+    let mut pause = Duration::from_micros(500);
     loop {
         match child.try_wait() {
             Ok(Some(status)) => return Some(status),
             Ok(None) if Instant::now() < deadline => {
+                // A start action takes ~10 ms: poll finely for the first 20 ms.
                 std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(50));
+                pause = (pause + Duration::from_micros(500)).min(Duration::from_millis(20));
             }
             // Past the deadline, or the child cannot be waited for.
             _ => {

@@ -140,7 +140,9 @@ impl Store {
         let conn = self.conn();
         let mut stmt = conn.prepare(sql)?;
         let raw = stmt
-            .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?)))?
+            .query_map([], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+            })?
             .collect::<Result<Vec<_>, _>>()?;
         raw.into_iter()
             .map(|(config, record)| {
@@ -166,7 +168,8 @@ mod tests {
     fn names_are_unique_and_containers_need_their_sandbox() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("m.db")).unwrap();
-        s.add_sandbox("p1", "a_ns_uid_0", b"cfg", &R { n: 1 }).unwrap();
+        s.add_sandbox("p1", "a_ns_uid_0", b"cfg", &R { n: 1 })
+            .unwrap();
         assert!(matches!(
             s.add_sandbox("p2", "a_ns_uid_0", b"cfg", &R { n: 2 }),
             Err(StoreError::Conflict(_))
@@ -175,7 +178,8 @@ mod tests {
             s.add_container("c0", "nope", "k", b"", &R { n: 0 }),
             Err(StoreError::Conflict(_))
         ));
-        s.add_container("c1", "p1", "p1_c_0", b"x", &R { n: 3 }).unwrap();
+        s.add_container("c1", "p1", "p1_c_0", b"x", &R { n: 3 })
+            .unwrap();
         s.update_container("c1", &R { n: 4 }).unwrap();
         let rows: Vec<Row<R>> = s.containers().unwrap();
         assert_eq!(rows[0].record, R { n: 4 });
