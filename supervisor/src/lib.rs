@@ -11,6 +11,7 @@ pub mod digest;
 pub mod fsusage;
 pub mod images;
 pub mod lock;
+pub mod memory;
 pub mod metrics;
 pub mod network;
 pub mod oci;

@@ -35,10 +35,12 @@ impl RuntimeServiceImpl {
         f: impl std::future::Future<Output = crate::runtime::Result<T>>,
     ) -> Result<Response<T>, Status> {
         let path = format!("RuntimeService/{method}");
-        observe(&self.metrics, &path, async {
+        let r = observe(&self.metrics, &path, async {
             f.await.map_err(|e| runtime_status(&e))
         })
-        .await
+        .await;
+        crate::memory::trim();
+        r
     }
 
     async fn unimplemented<T>(&self, method: &'static str) -> Result<Response<T>, Status> {

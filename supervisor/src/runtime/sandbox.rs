@@ -147,9 +147,16 @@ impl Runtime {
                 crash_point!("sandbox-netns-created");
                 let pod = self.pod_network(sb, &path);
                 let (cni, net) = (self.cni.clone(), net.clone());
+                // `lo` and the pod network's interface are independent: bring both up at once.
                 Some(tokio::task::spawn_blocking(move || {
-                    cni.loopback("ADD", &pod)?;
-                    cni.add(&net, &pod)
+                    std::thread::scope(|s| {
+                        let lo = s.spawn(|| cni.loopback("ADD", &pod));
+                        let added = cni.add(&net, &pod);
+                        if let Ok(lo) = lo.join() {
+                            lo?;
+                        }
+                        added
+                    })
                 }))
             }
             _ => None,
