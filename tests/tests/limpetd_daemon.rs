@@ -3,8 +3,12 @@
 
 use std::process::Command;
 
+use limpet_protos::cri::tonic::Code;
 use limpet_protos::cri::v1::runtime_service_client::RuntimeServiceClient;
-use limpet_protos::cri::v1::{ListContainersRequest, RunPodSandboxRequest, StatusRequest};
+use limpet_protos::cri::v1::{
+    CgroupDriver, ExecRequest, ListContainersRequest, RunPodSandboxRequest, RuntimeConfigRequest,
+    StatusRequest,
+};
 use limpet_tests::limpetd::{binary, block_on, ready, Limpetd, Options};
 
 fn limpetd_with(args: &[&str]) -> (bool, String, String) {
@@ -94,11 +98,9 @@ fn one_limpetd_per_root_and_graceful_sigterm() {
 }
 
 #[test]
-fn runtime_calls_without_a_runtime_say_so() {
-    let Some(d) = ready(
-        "runtime_calls_without_a_runtime_say_so",
-        Limpetd::start(Options::default()),
-    ) else {
+fn status_handlers_network_readiness_and_unimplemented_streaming() {
+    let case = "status_handlers_network_readiness_and_unimplemented_streaming";
+    let Some(d) = ready(case, Limpetd::start(Options::default())) else {
         return;
     };
     block_on(async {
@@ -109,14 +111,26 @@ fn runtime_calls_without_a_runtime_say_so() {
         let err = rt
             .run_pod_sandbox(RunPodSandboxRequest::default())
             .await
-            .expect_err("no pods yet");
-        assert_eq!(err.code(), limpet_protos::cri::tonic::Code::Unimplemented);
-        assert!(err.message().contains("RunPodSandbox"), "{}", err.message());
-        let err = rt
+            .expect_err("a pod without metadata");
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains("metadata"), "{}", err.message());
+        let list = rt
             .list_containers(ListContainersRequest::default())
             .await
-            .expect_err("no containers yet");
-        assert_eq!(err.code(), limpet_protos::cri::tonic::Code::Unimplemented);
+            .expect("list containers")
+            .into_inner();
+        assert!(list.containers.is_empty());
+        let err = rt
+            .exec(ExecRequest {
+                container_id: "nope".into(),
+                cmd: vec!["true".into()],
+                ..Default::default()
+            })
+            .await
+            .expect_err("streaming is not served");
+        assert_eq!(err.code(), Code::Unimplemented);
+        assert!(err.message().contains("Exec"), "{}", err.message());
+
         let status = rt
             .status(StatusRequest { verbose: true })
             .await
@@ -126,7 +140,30 @@ fn runtime_calls_without_a_runtime_say_so() {
         assert!(conditions
             .iter()
             .any(|c| c.r#type == "RuntimeReady" && c.status));
-        assert!(conditions.iter().any(|c| c.r#type == "NetworkReady"));
+        // no conflist in this daemon's CNI conf dir
+        let net = conditions
+            .iter()
+            .find(|c| c.r#type == "NetworkReady")
+            .expect("NetworkReady");
+        assert!(!net.status);
+        assert_eq!(net.reason, "NetworkPluginNotReady");
+        let handlers: Vec<&str> = status
+            .runtime_handlers
+            .iter()
+            .map(|h| h.name.as_str())
+            .collect();
+        for h in ["runc", "crun"] {
+            assert!(handlers.contains(&h), "{handlers:?}");
+        }
         assert!(status.info.contains_key("config"));
+        let driver = rt
+            .runtime_config(RuntimeConfigRequest {})
+            .await
+            .expect("runtime config")
+            .into_inner()
+            .linux
+            .expect("linux")
+            .cgroup_driver;
+        assert_eq!(driver, CgroupDriver::Cgroupfs as i32);
     });
 }

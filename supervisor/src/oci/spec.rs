@@ -41,6 +41,7 @@ pub struct SpecInput<'a> {
     pub cgroups_path: Option<&'a str>,
     pub namespaces: &'a SandboxNamespaces,
     /// The pod's namespace options: its network and IPC modes are the container's too.
+    /// `None` takes them from the container's own options.
     pub pod_namespaces: Option<&'a NamespaceOption>,
     /// The pod's hostname, hosts, resolv.conf and /dev/shm, bound into the container
     /// unless its own mounts cover those paths.
@@ -66,7 +67,11 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         return Err(SpecError::PrivilegedNotAllowed);
     }
     let own = Modes::of(sc.and_then(|s| s.namespace_options.as_ref()))?;
-    let pod = Modes::of(input.pod_namespaces)?;
+    // Without the pod's options (a lone container), the container's own modes stand.
+    let pod = match input.pod_namespaces {
+        Some(p) => Modes::of(Some(p))?,
+        None => own,
+    };
     let modes = Modes {
         network: pod.network,
         ipc: pod.ipc,
