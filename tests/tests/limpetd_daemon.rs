@@ -152,7 +152,8 @@ fn status_handlers_network_readiness_and_unimplemented_streaming() {
             .iter()
             .map(|h| h.name.as_str())
             .collect();
-        for h in ["runc", "crun"] {
+        // the default handler (and the empty name, which means it)
+        for h in ["runc", ""] {
             assert!(handlers.contains(&h), "{handlers:?}");
         }
         assert!(status.info.contains_key("config"));
