@@ -19,7 +19,19 @@ pub struct Runtime {
     pub sandbox_image: String,
     /// Cap on ExecSync output kept per stream, bytes.
     pub max_exec_output: usize,
+    /// Handlers named in the file are added to the defaults (or replace one of the same
+    /// name), as containerd's `runtimes` table is read.
+    #[serde(deserialize_with = "with_default_handlers")]
     pub runtimes: BTreeMap<String, Handler>,
+}
+
+fn with_default_handlers<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, Handler>, D::Error> {
+    let given = BTreeMap::<String, Handler>::deserialize(d)?;
+    let mut all = Runtime::default().runtimes;
+    all.extend(given);
+    Ok(all)
 }
 
 /// One runtime handler: the shim that runs it and the runc-compatible binary it drives.
@@ -140,5 +152,35 @@ impl Cni {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    #[test]
+    fn a_named_handler_joins_the_defaults() {
+        let c = Config::parse(
+            "[runtime.runtimes.kata]\nshim = \"containerd-shim-kata-v2\"\n\
+             [runtime.runtimes.runc]\nshim = \"/opt/shim\"\n",
+        )
+        .unwrap();
+        let names: Vec<&str> = c.runtime.runtimes.keys().map(String::as_str).collect();
+        assert_eq!(names, ["crun", "kata", "runc"]);
+        assert_eq!(c.runtime.runtimes["runc"].shim, "/opt/shim");
+        assert_eq!(c.runtime.runtimes["runc"].binary_name, "runc");
+    }
+
+    #[test]
+    fn bad_runtime_values_are_named() {
+        let err = Config::parse("[runtime]\ncgroup_driver = \"cgroupv3\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("runtime.cgroup_driver"), "{err}");
+        let err = Config::parse("[runtime]\ndefault_runtime = \"nope\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("runtime.default_runtime"), "{err}");
     }
 }
