@@ -141,10 +141,7 @@ impl Runtime {
                 &c.config.encode_to_vec(),
                 &c.record,
             )
-            .map_err(|e| match e {
-                crate::store::StoreError::Conflict(m) => RuntimeError::AlreadyExists(m),
-                e => e.into(),
-            })?;
+            .map_err(super::error::name_taken)?;
         self.tables().containers.insert(id.clone(), c.clone());
         crash_point!("container-recorded");
 

@@ -57,3 +57,11 @@ pub fn shim_err(context: impl Into<String>) -> impl FnOnce(ShimError) -> Runtime
     let context = context.into();
     move |source| RuntimeError::Shim { context, source }
 }
+
+/// A store conflict on a record's name key is the CRI's AlreadyExists.
+pub fn name_taken(e: StoreError) -> RuntimeError {
+    match e {
+        StoreError::Conflict(m) => RuntimeError::AlreadyExists(m),
+        e => e.into(),
+    }
+}

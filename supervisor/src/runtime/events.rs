@@ -33,6 +33,11 @@ impl ContainerEvents {
         self.tx.subscribe()
     }
 
+    /// Statuses are only built for someone: most runtimes have no event subscriber.
+    fn unheard(&self) -> bool {
+        self.tx.receiver_count() == 0
+    }
+
     fn send(
         &self,
         id: &str,
@@ -68,6 +73,9 @@ impl ContainerEvents {
     }
 
     pub fn container_changed(&self, rt: &Runtime, c: &Container) {
+        if self.unheard() {
+            return;
+        }
         let kind = match c.record.state {
             ContainerState::Created => v1::ContainerEventType::ContainerCreatedEvent,
             ContainerState::Running => v1::ContainerEventType::ContainerStartedEvent,
@@ -81,6 +89,9 @@ impl ContainerEvents {
     }
 
     pub fn container_removed(&self, rt: &Runtime, c: &Container) {
+        if self.unheard() {
+            return;
+        }
         let (pod, containers) = self.pod_statuses(rt, &c.record.sandbox_id);
         self.send(
             &c.record.id,
@@ -91,6 +102,9 @@ impl ContainerEvents {
     }
 
     pub fn sandbox_changed(&self, rt: &Runtime, sb: &Sandbox) {
+        if self.unheard() {
+            return;
+        }
         let kind = match sb.record.state {
             SandboxState::Ready => v1::ContainerEventType::ContainerStartedEvent,
             SandboxState::NotReady => v1::ContainerEventType::ContainerStoppedEvent,
@@ -101,6 +115,9 @@ impl ContainerEvents {
     }
 
     pub fn sandbox_removed(&self, rt: &Runtime, sb: &Sandbox) {
+        if self.unheard() {
+            return;
+        }
         let default = &rt.config().runtime.default_runtime;
         self.send(
             &sb.record.id,

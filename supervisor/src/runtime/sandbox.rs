@@ -111,10 +111,7 @@ impl Runtime {
                 &sb.config.encode_to_vec(),
                 &sb.record,
             )
-            .map_err(|e| match e {
-                crate::store::StoreError::Conflict(m) => RuntimeError::AlreadyExists(m),
-                e => e.into(),
-            })?;
+            .map_err(super::error::name_taken)?;
         self.tables().sandboxes.insert(id.clone(), sb.clone());
         crash_point!("sandbox-recorded");
 
