@@ -110,6 +110,13 @@ fn listener(args: &Args) -> Result<OwnedFd> {
         return Ok(OwnedFd::from(l));
     }
     nix::fcntl::fcntl(LISTENER_FD, nix::fcntl::FcntlArg::F_GETFD).context("no listener on fd 3")?;
+    // Inherited without close-on-exec: children (runc, loggers) must not keep the socket
+    // accepting after the shim is gone.
+    nix::fcntl::fcntl(
+        LISTENER_FD,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .context("set close-on-exec on fd 3")?;
     // SAFETY: fd 3 is the listening socket `start` passed and nothing else owns it.
     #[allow(unsafe_code)]
     Ok(unsafe { OwnedFd::from_raw_fd(LISTENER_FD) })
