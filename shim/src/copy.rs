@@ -97,10 +97,11 @@ impl Drained {
     }
 }
 
-/// Copies a stdin FIFO into the process until `cancel` is closed (the process ended) or
-/// the destination is taken away (CloseIO). The FIFO is held open for writing by the shim
-/// as well, so a client that goes away (containerd restarting) does not close stdin.
-pub fn pump_stdin(fifo: File, _keep: File, dst: Arc<Mutex<Option<File>>>, cancel: OwnedFd) {
+/// Copies a stdin FIFO into the process until `cancel` is closed (the process ended), the
+/// destination is taken away, or the FIFO ends: then the process's stdin is closed. The
+/// shim holds a writer of the FIFO until CloseIO, so a client that goes away (containerd
+/// restarting) does not end stdin, and what was written before CloseIO is still delivered.
+pub fn pump_stdin(fifo: File, dst: Arc<Mutex<Option<File>>>, cancel: OwnedFd) {
     let to_tty = {
         let guard = dst.lock().unwrap_or_else(|p| p.into_inner());
         guard
@@ -120,7 +121,7 @@ pub fn pump_stdin(fifo: File, _keep: File, dst: Arc<Mutex<Option<File>>>, cancel
         if fds[1].revents().is_some_and(|r| !r.is_empty()) {
             return;
         }
-        let guard = dst.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = dst.lock().unwrap_or_else(|p| p.into_inner());
         let Some(out) = guard.as_ref() else { return };
         let spliced = if to_tty {
             Err(Errno::EINVAL)
@@ -135,6 +136,11 @@ pub fn pump_stdin(fifo: File, _keep: File, dst: Arc<Mutex<Option<File>>>, cancel
             )
         };
         match spliced {
+            // No writer left: the FIFO has ended, and so does the process's stdin.
+            Ok(0) => {
+                guard.take();
+                return;
+            }
             Ok(_) | Err(Errno::EAGAIN) | Err(Errno::EINTR) => {}
             Err(Errno::EINVAL) => {
                 let mut buf = [0u8; 4096];
@@ -145,7 +151,11 @@ pub fn pump_stdin(fifo: File, _keep: File, dst: Arc<Mutex<Option<File>>>, cancel
                         }
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    _ => return,
+                    Ok(_) => {
+                        guard.take();
+                        return;
+                    }
+                    Err(_) => return,
                 }
             }
             Err(_) => return,

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::attach::Feed;
 use crate::error::{Error, Result};
 
 /// containerd's default `max_container_log_line_size`.
@@ -151,13 +152,14 @@ impl<F: FnMut(bool, &[u8])> Splitter<F> {
 }
 
 /// Copies `src` into `log` as CRI records until `src` ends (or fails, as a pty master does
-/// with EIO once the process is gone). Write failures are logged once and the output is
-/// still drained, so that the process never blocks on a full pipe.
-pub fn pump(src: &impl AsFd, log: &CriLog, stream: Stream) {
-    pump_with(src, log, stream, MAX_LINE)
+/// with EIO once the process is gone), and each chunk as read to the attach socket's
+/// clients, if any. Write failures are logged once and the output is still drained, so
+/// that the process never blocks on a full pipe.
+pub fn pump(src: &impl AsFd, log: &CriLog, stream: Stream, attach: Option<&Feed>) {
+    pump_with(src, log, stream, MAX_LINE, attach)
 }
 
-fn pump_with(src: &impl AsFd, log: &CriLog, stream: Stream, max: usize) {
+fn pump_with(src: &impl AsFd, log: &CriLog, stream: Stream, max: usize, attach: Option<&Feed>) {
     let Ok(src) = src.as_fd().try_clone_to_owned() else {
         return;
     };
@@ -175,7 +177,12 @@ fn pump_with(src: &impl AsFd, log: &CriLog, stream: Stream, max: usize) {
     loop {
         match src.read(&mut buf) {
             Ok(0) => break,
-            Ok(n) => splitter.feed(&buf[..n]),
+            Ok(n) => {
+                splitter.feed(&buf[..n]);
+                if let Some(feed) = attach {
+                    feed.publish(stream, &buf[..n]);
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         }
@@ -331,7 +338,9 @@ mod tests {
         for (stream, ch) in [(Stream::Stdout, 'o'), (Stream::Stderr, 'e')] {
             let (r, w) = nix::unistd::pipe().unwrap();
             let log = log.clone();
-            threads.push(std::thread::spawn(move || pump_with(&r, &log, stream, 64)));
+            threads.push(std::thread::spawn(move || {
+                pump_with(&r, &log, stream, 64, None)
+            }));
             std::thread::spawn(move || {
                 let mut w = File::from(w);
                 for n in 0..200 {
@@ -422,7 +431,7 @@ mod tests {
         let log = CriLog::open(&path).unwrap();
         let (r, w) = nix::unistd::pipe().unwrap();
         File::from(w).write_all(b"line\nno newline").unwrap();
-        pump(&r, &log, Stream::Stdout);
+        pump(&r, &log, Stream::Stdout, None);
         let text = std::fs::read_to_string(&path).unwrap();
         let records: Vec<_> = text.lines().map(parse).collect();
         assert_eq!(records.len(), 2, "{text:?}");

@@ -3,6 +3,7 @@
 #![deny(unsafe_code)]
 
 mod args;
+mod attach;
 mod bootstrap;
 mod cgroups;
 mod cleanup;

@@ -2,13 +2,14 @@
 //! client. Destinations are containerd's: a FIFO path, `file:///path` (stdout and stderr
 //! appended to one file), `binary:///path?arg=value` (a logging program reading fds 3 and
 //! 4), or nothing; with a terminal, runc's pty through the console socket. Ours:
-//! `cri-log:///path` (the shim writes the CRI log format itself, see `crilog.rs`).
+//! `cri-log:///path` (the shim writes the CRI log format itself, see `crilog.rs`); a
+//! container's init whose output is a CRI log also gets an attach socket (`attach.rs`).
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use nix::fcntl::OFlag;
 use nix::unistd::{fchown, Gid, Uid};
 
+use crate::attach::{Attach, Feed};
 use crate::console::ConsoleSocket;
 use crate::copy::{self, Drained};
 use crate::crilog::{self, CriLog, Stream};
@@ -120,6 +122,7 @@ struct Pending {
     stderr: Option<(File, Out)>,
     tty_out: Option<Out>,
     cri_logs: Vec<Arc<CriLog>>,
+    attach: Option<Attach>,
 }
 
 /// Where an output pump writes: bytes as they come (a FIFO comes with a read end the shim
@@ -151,7 +154,12 @@ pub struct ProcessIo {
     console: Option<File>,
     drained: Drained,
     stop_stdin: Option<OwnedFd>,
+    /// The shim's own writer of the stdin FIFO, which keeps clients coming and going from
+    /// ending stdin; CloseIO drops it.
+    stdin_keep: Mutex<Option<File>>,
     cri_logs: Vec<Arc<CriLog>>,
+    /// Kept until the process is deleted: dropping it removes the socket.
+    _attach: Option<Attach>,
 }
 
 impl StdioPaths {
@@ -190,6 +198,7 @@ impl StdioPaths {
                 stderr: None,
                 tty_out,
                 cri_logs: cri_logs.0,
+                attach: None,
             };
             return Ok(Prepared {
                 stdin: Stdio::null(),
@@ -207,6 +216,7 @@ impl StdioPaths {
             stderr: None,
             tty_out: None,
             cri_logs: Vec::new(),
+            attach: None,
         };
         let runc_stdin = match stdin {
             Some(fifo) => {
@@ -258,6 +268,15 @@ impl StdioPaths {
 }
 
 impl Prepared {
+    /// Gives a process whose output is a CRI log the attach socket `<bundle>/attach`;
+    /// other processes get none.
+    pub fn bind_attach(&mut self, bundle: &Path) -> Result<()> {
+        if !self.pending.cri_logs.is_empty() {
+            self.pending.attach = Some(Attach::bind(bundle)?);
+        }
+        Ok(())
+    }
+
     /// Starts the pumps once runc has created the process (and, with a terminal, sent its
     /// pty master).
     pub fn start(self, name: &str) -> Result<ProcessIo> {
@@ -275,34 +294,45 @@ impl Prepared {
         };
         let stdin = Arc::new(Mutex::new(stdin_dst));
         let mut stop_stdin = None;
+        let mut stdin_keep = None;
         if let Some((fifo, keep)) = pending.stdin {
             let (stop_r, stop_w) = nix::unistd::pipe().context("pipe")?;
             let dst = stdin.clone();
             copy::spawn(&format!("{name}-stdin"), move || {
-                copy::pump_stdin(fifo, keep, dst, stop_r)
+                copy::pump_stdin(fifo, dst, stop_r)
             })
             .context("start stdin pump")?;
             stop_stdin = Some(stop_w);
+            stdin_keep = Some(keep);
         }
-        let mut outputs: Vec<(&str, File, Out)> = Vec::new();
+        // Every feed exists before any pump runs: the attach socket's output ends when
+        // the last one is dropped.
+        let feed = |out: &Out| match (out, &pending.attach) {
+            (Out::Cri(..), Some(attach)) => Some(attach.feed()),
+            _ => None,
+        };
+        let mut outputs: Vec<(&str, File, Out, Option<Feed>)> = Vec::new();
         if let (Some(m), Some(out)) = (&master, pending.tty_out) {
-            outputs.push(("tty", m.try_clone().context("clone pty master")?, out));
+            let f = feed(&out);
+            outputs.push(("tty", m.try_clone().context("clone pty master")?, out, f));
         }
         if let Some((r, out)) = pending.stdout {
-            outputs.push(("stdout", r, out));
+            let f = feed(&out);
+            outputs.push(("stdout", r, out, f));
         }
         if let Some((r, out)) = pending.stderr {
-            outputs.push(("stderr", r, out));
+            let f = feed(&out);
+            outputs.push(("stderr", r, out, f));
         }
-        for (stream, src, out) in outputs {
+        for (stream, src, out, feed) in outputs {
             drained.add();
             let d = drained.clone();
             copy::spawn(&format!("{name}-{stream}"), move || {
                 match &out {
                     Out::Raw { file, .. } => copy::pump(&src, file),
-                    Out::Cri(log, stream) => crilog::pump(&src, log, *stream),
+                    Out::Cri(log, stream) => crilog::pump(&src, log, *stream, feed.as_ref()),
                 }
-                drop(out);
+                drop((out, feed));
                 d.done();
             })
             .context("start output pump")?;
@@ -312,15 +342,25 @@ impl Prepared {
             console: master,
             drained,
             stop_stdin,
+            stdin_keep: Mutex::new(stdin_keep),
             cri_logs: pending.cri_logs,
+            _attach: pending.attach,
         })
     }
 }
 
 impl ProcessIo {
-    /// CloseIO: the process sees the end of its stdin.
+    /// CloseIO: the process sees the end of its stdin. With a stdin FIFO, after what
+    /// clients already wrote into it: the pump closes the process's stdin at the FIFO's end.
     pub fn close_stdin(&self) {
-        self.stdin.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let keep = self
+            .stdin_keep
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if keep.is_none() {
+            self.stdin.lock().unwrap_or_else(|p| p.into_inner()).take();
+        }
     }
 
     pub fn resize(&self, width: u32, height: u32) -> Result<()> {
@@ -345,6 +385,7 @@ impl ProcessIo {
     pub fn finish(&mut self, timeout: Duration) {
         self.stop_stdin.take();
         self.close_stdin();
+        self.stdin.lock().unwrap_or_else(|p| p.into_inner()).take();
         if !self.drained.wait(timeout) {
             log::warn!("process output still open after {timeout:?}; leaving its pumps running");
         }
@@ -557,6 +598,46 @@ mod tests {
             "{text:?}"
         );
         io.reopen_log().unwrap();
+    }
+
+    #[test]
+    fn only_a_cri_log_process_gets_an_attach_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join(crate::attach::SOCKET);
+        let mut plain = StdioPaths::default().prepare("c", "default", None).unwrap();
+        plain.bind_attach(dir.path()).unwrap();
+        assert!(!socket.exists());
+
+        let uri = format!("cri-log://{}", dir.path().join("0.log").display());
+        let paths = StdioPaths {
+            stdout: uri.clone(),
+            stderr: uri,
+            ..Default::default()
+        };
+        let mut prepared = paths.prepare("c", "default", None).unwrap();
+        prepared.bind_attach(dir.path()).unwrap();
+        let mut client = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        // A client gets output from when it is accepted: give the accept thread a moment.
+        std::thread::sleep(Duration::from_millis(200));
+        let mut child = Command::new("/bin/sh")
+            .args(["-c", "echo out; sleep 0.1; echo err >&2"])
+            .stdin(Stdio::null())
+            .stdout(std::mem::replace(&mut prepared.stdout, Stdio::null()))
+            .stderr(std::mem::replace(&mut prepared.stderr, Stdio::null()))
+            .spawn()
+            .unwrap();
+        let mut io = prepared.start("c").unwrap();
+        child.wait().unwrap();
+        let mut got = Vec::new();
+        std::io::Read::read_to_end(&mut client, &mut got).unwrap();
+        assert_eq!(got, b"\x01\x00\x00\x00\x04out\n\x02\x00\x00\x00\x04err\n");
+        io.finish(Duration::from_secs(5));
+        assert!(socket.exists());
+        drop(io);
+        assert!(!socket.exists());
     }
 
     #[test]

@@ -255,6 +255,7 @@ impl Shim {
         checkpoint: &str,
     ) -> Result<(i32, ProcessIo)> {
         let mut prepared = stdio.prepare(id, &self.namespace, opts.io_owner())?;
+        prepared.bind_attach(bundle)?;
         let pid_file = bundle.join("init.pid");
         let runc_stdio = take_stdio(&mut prepared);
         let create = CreateOpts {

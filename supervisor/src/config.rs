@@ -23,6 +23,7 @@ pub struct Config {
     pub registry: Registry,
     pub runtime: crate::config_runtime::Runtime,
     pub cni: crate::config_runtime::Cni,
+    pub streaming: crate::config_streaming::Streaming,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,6 +77,7 @@ impl Default for Config {
             registry: Registry::default(),
             runtime: Default::default(),
             cni: Default::default(),
+            streaming: Default::default(),
         }
     }
 }
@@ -163,7 +165,9 @@ impl Config {
              # registry.read_timeout: seconds a registry may stay silent mid-pull.\n\
              # runtime.sandbox_image: empty runs the shim's built-in pause as pod sandbox.\n\
              # runtime.runtimes.<handler>: shim and runc-compatible binary of a RuntimeClass.\n\
-             # cni: conflist directory and plugin directories of the pod network.\n\n{body}"
+             # cni: conflist directory and plugin directories of the pod network.\n\
+             # streaming: the exec/attach/port-forward server; port 0 = any free port,\n\
+             # tls_cert + tls_key = https.\n\n{body}"
         )
     }
 
@@ -216,7 +220,8 @@ impl Config {
             );
         }
         self.runtime.validate()?;
-        self.cni.validate()
+        self.cni.validate()?;
+        self.streaming.validate()
     }
 
     /// The metrics listen address, if metrics are on.

@@ -45,6 +45,8 @@ pub enum DaemonError {
     Serve(String),
     #[error("runtime: {0}")]
     Runtime(#[from] crate::runtime::RuntimeError),
+    #[error(transparent)]
+    Streaming(#[from] crate::streaming::StreamingError),
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {
@@ -147,13 +149,20 @@ impl Daemon {
             self.metrics.clone(),
             self.config.root.clone(),
         );
+        let streaming = Arc::new(
+            crate::streaming::StreamingServer::start(&self.config.streaming, self.runtime.clone())
+                .await?,
+        );
         let runtime = RuntimeServiceImpl::new(
             self.config.clone(),
             self.metrics.clone(),
             self.runtime.clone(),
+            streaming,
         );
         let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
         let server = tonic::transport::Server::builder()
+            // client deadlines end as DeadlineExceeded, not tonic's Cancelled
+            .layer(crate::cri::deadline::DeadlineLayer)
             .add_service(
                 RuntimeServiceServer::new(runtime)
                     .max_decoding_message_size(MAX_MESSAGE)

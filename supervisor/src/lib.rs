@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod config_runtime;
+pub mod config_streaming;
 pub mod content;
 pub mod cri;
 pub mod daemon;
@@ -19,3 +20,4 @@ pub mod runtime;
 pub mod shims;
 pub mod snapshots;
 pub mod store;
+pub mod streaming;

@@ -168,3 +168,63 @@ fn status_handlers_network_readiness_and_unimplemented_streaming() {
         assert_eq!(driver, CgroupDriver::Cgroupfs as i32);
     });
 }
+
+#[test]
+fn a_client_deadline_ends_a_pull_with_deadline_exceeded() {
+    use std::time::Duration;
+
+    use limpet_protos::cri::tonic::Request;
+    use limpet_protos::cri::v1::{ImageSpec, ListImagesRequest, PullImageRequest};
+
+    let case = "a_client_deadline_ends_a_pull_with_deadline_exceeded";
+    // the registry's own read timeout stays far behind the client's deadline
+    let Some(d) = ready(
+        case,
+        Limpetd::start(Options {
+            read_timeout: 60,
+            ..Default::default()
+        }),
+    ) else {
+        return;
+    };
+    // a registry that takes connections and never answers
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = silent.local_addr().expect("listener address");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in silent.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    block_on(async {
+        let mut images = d.images().await;
+        {
+            let mut req = Request::new(PullImageRequest {
+                image: Some(ImageSpec {
+                    image: format!("{addr}/busybox:latest"),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            req.set_timeout(Duration::from_secs(1));
+            let mut call = std::pin::pin!(images.pull_image(req));
+            // A tonic client enforces the same deadline itself and reports its own expiry as
+            // Cancelled. So the request goes out, then the call is left alone until the
+            // daemon has surely answered: what it yields then is the daemon's answer.
+            let early = tokio::time::timeout(Duration::from_millis(300), call.as_mut()).await;
+            assert!(early.is_err(), "answered before the deadline: {early:?}");
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let err = call.await.expect_err("the registry never answers");
+            assert_eq!(
+                err.code(),
+                Code::DeadlineExceeded,
+                "{err:?}\nlimpetd log:\n{}",
+                d.log_tail()
+            );
+        }
+        // a call well within its deadline is served as usual
+        let mut req = Request::new(ListImagesRequest::default());
+        req.set_timeout(Duration::from_secs(30));
+        images.list_images(req).await.expect("list images");
+    });
+}

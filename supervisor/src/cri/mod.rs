@@ -1,6 +1,7 @@
 //! CRI v1 gRPC glue: request fields in, plain calls to [`crate::images`], answers and
 //! `Status` codes out. Every call is counted and timed in the metrics.
 
+pub mod deadline;
 mod filters;
 mod image_service;
 mod runtime_service;

@@ -1,5 +1,6 @@
 //! The CRI RuntimeService: request fields in, calls to [`crate::runtime::Runtime`], answers
-//! and `Status` codes out. Streaming (Exec, Attach, PortForward) is served elsewhere.
+//! and `Status` codes out. Exec, Attach and PortForward answer with a URL of the streaming
+//! server, which does the streaming.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,21 +13,37 @@ use super::observe;
 use super::status::runtime_status;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::runtime::{status as cri, Runtime};
+use crate::runtime::{status as cri, Runtime, RuntimeError};
+use crate::streaming::tokens::Request as Pending;
+use crate::streaming::StreamingServer;
 
 pub struct RuntimeServiceImpl {
     config: Arc<Config>,
     metrics: Arc<Metrics>,
     runtime: Arc<Runtime>,
+    streaming: Arc<StreamingServer>,
 }
 
 impl RuntimeServiceImpl {
-    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>, runtime: Arc<Runtime>) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        metrics: Arc<Metrics>,
+        runtime: Arc<Runtime>,
+        streaming: Arc<StreamingServer>,
+    ) -> Self {
         RuntimeServiceImpl {
             config,
             metrics,
             runtime,
+            streaming,
         }
+    }
+
+    /// The streaming URL for a request already checked.
+    fn url(&self, request: Pending) -> crate::runtime::Result<String> {
+        self.streaming
+            .url(request)
+            .map_err(|e| RuntimeError::Internal(e.to_string()))
     }
 
     async fn call<T>(
@@ -371,23 +388,51 @@ impl RuntimeService for RuntimeServiceImpl {
 
     async fn exec(
         &self,
-        _: Request<v1::ExecRequest>,
+        req: Request<v1::ExecRequest>,
     ) -> Result<Response<v1::ExecResponse>, Status> {
-        self.unimplemented("Exec").await
+        let req = req.into_inner();
+        self.call("Exec", async {
+            if req.cmd.is_empty() {
+                return Err(RuntimeError::InvalidArgument("cmd is empty".into()));
+            }
+            check_streams(req.stdin, req.stdout, req.stderr, req.tty)?;
+            self.runtime.running_container(&req.container_id)?;
+            let url = self.url(Pending::Exec(req))?;
+            Ok(v1::ExecResponse { url })
+        })
+        .await
     }
 
     async fn attach(
         &self,
-        _: Request<v1::AttachRequest>,
+        req: Request<v1::AttachRequest>,
     ) -> Result<Response<v1::AttachResponse>, Status> {
-        self.unimplemented("Attach").await
+        let req = req.into_inner();
+        self.call("Attach", async {
+            check_streams(req.stdin, req.stdout, req.stderr, req.tty)?;
+            self.runtime.running_container(&req.container_id)?;
+            let url = self.url(Pending::Attach(req))?;
+            Ok(v1::AttachResponse { url })
+        })
+        .await
     }
 
     async fn port_forward(
         &self,
-        _: Request<v1::PortForwardRequest>,
+        req: Request<v1::PortForwardRequest>,
     ) -> Result<Response<v1::PortForwardResponse>, Status> {
-        self.unimplemented("PortForward").await
+        let req = req.into_inner();
+        self.call("PortForward", async {
+            if let Some(p) = req.port.iter().find(|p| !(1..=65535).contains(*p)) {
+                return Err(RuntimeError::InvalidArgument(format!(
+                    "port {p} is not a TCP port"
+                )));
+            }
+            self.runtime.pod_dialer(&req.pod_sandbox_id)?;
+            let url = self.url(Pending::PortForward(req))?;
+            Ok(v1::PortForwardResponse { url })
+        })
+        .await
     }
 
     async fn container_stats(
@@ -521,4 +566,19 @@ impl RuntimeService for RuntimeServiceImpl {
         })
         .await
     }
+}
+
+/// kubelet's rules for the streams of an exec or attach.
+fn check_streams(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> crate::runtime::Result<()> {
+    if tty && stderr {
+        return Err(RuntimeError::InvalidArgument(
+            "tty and stderr cannot both be true".into(),
+        ));
+    }
+    if !(stdin || stdout || stderr) {
+        return Err(RuntimeError::InvalidArgument(
+            "one of stdin, stdout, or stderr must be set".into(),
+        ));
+    }
+    Ok(())
 }

@@ -221,8 +221,10 @@ impl Runtime {
     }
 
     fn container_stdio(&self, c: &Container) -> Result<TaskStdio> {
+        // Without a log file the output still goes through the shim (to /dev/null), so
+        // that attach has it.
         let log = if c.record.log_path.is_empty() {
-            String::new()
+            "cri-log:///dev/null".to_string()
         } else {
             format!("cri-log://{}", c.record.log_path)
         };

@@ -2,12 +2,15 @@
 //! written to the metadata store before it is acted on or acknowledged, so a restarted
 //! limpetd can finish or undo whatever a crash interrupted (see `reconcile`).
 
+mod attach;
 mod bandwidth;
 mod container;
 mod error;
 mod events;
 mod exec;
+mod exec_stream;
 mod ids;
+mod port_forward;
 mod reconcile;
 pub mod records;
 mod sandbox;
@@ -92,7 +95,7 @@ pub struct Runtime {
     dirs: Dirs,
     tables: Mutex<Tables>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    shims: shim_pool::ShimPool,
+    shims: Arc<shim_pool::ShimPool>,
     events: ContainerEvents,
     cpu_history: stats::CpuHistory,
     /// With `restrict_oom_score_adj` in force (no CAP_SYS_RESOURCE), limpetd's own score.
@@ -109,7 +112,7 @@ impl Runtime {
             bin_dirs: config.cni.bin_dirs.clone(),
             timeout: std::time::Duration::from_secs(config.cni.timeout),
         };
-        let shims = shim_pool::ShimPool::new(&config, &dirs)?;
+        let shims = Arc::new(shim_pool::ShimPool::new(&config, &dirs)?);
         Ok(Arc::new(Runtime {
             store: images.store.clone(),
             images,

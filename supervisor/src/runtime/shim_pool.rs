@@ -309,6 +309,34 @@ impl ShimPool {
         .await
     }
 
+    /// The process sees the end of its stdin once what is already written has been read.
+    pub async fn close_io(&self, address: &str, id: &str, exec_id: &str) -> Result<()> {
+        let (i, e) = (id.to_string(), exec_id.to_string());
+        self.with_client(
+            address,
+            move |c| c.close_io(&i, &e),
+            format!("close stdin of {id}"),
+        )
+        .await
+    }
+
+    pub async fn resize_pty(
+        &self,
+        address: &str,
+        id: &str,
+        exec_id: &str,
+        width: u32,
+        height: u32,
+    ) -> Result<()> {
+        let (i, e) = (id.to_string(), exec_id.to_string());
+        self.with_client(
+            address,
+            move |c| c.resize_pty(&i, &e, width, height),
+            format!("resize the terminal of {id}"),
+        )
+        .await
+    }
+
     pub async fn delete_exec(&self, address: &str, id: &str, exec_id: &str) -> Result<()> {
         let (i, e) = (id.to_string(), exec_id.to_string());
         let r = self

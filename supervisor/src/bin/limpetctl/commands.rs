@@ -12,7 +12,7 @@ use crate::client;
 use crate::containers::{self, Pull, PullOptions, RemoveOptions, Update};
 use crate::cri_log::Stream;
 use crate::output::Format;
-use crate::{exec, images, logs, pods, ps, stats};
+use crate::{exec, images, logs, pods, port_forward, ps, stats, stream};
 
 /// Where and how to reach the runtime.
 pub struct Ctx {
@@ -229,24 +229,31 @@ pub enum Workload {
         stream: Option<String>,
         id: String,
     },
-    /// Run a command in a running container (ExecSync) and exit with its exit code.
+    /// Run a command in a running container and exit with its exit code (ExecSync; with
+    /// -i/-t the streaming Exec).
     Exec {
-        /// Seconds the command may take (0: no limit).
+        /// Seconds the command may take (0: no limit; ExecSync only).
         #[arg(long, default_value_t = 0)]
         timeout: u64,
-        /// Run synchronously (the only mode there is for now).
+        /// Run synchronously (ExecSync), even with -i/-t.
         #[arg(long, short = 's')]
         sync: bool,
-        /// Keep stdin open (needs streaming exec: not supported yet).
+        /// Keep stdin open and send it to the command.
         #[arg(long, short = 'i')]
         interactive: bool,
-        /// Allocate a terminal (needs streaming exec: not supported yet).
+        /// Allocate a terminal (needs -i).
         #[arg(long, short = 't')]
         tty: bool,
+        #[command(flatten)]
+        stream: stream::StreamFlags,
         id: String,
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         cmd: Vec<String>,
     },
+    /// Attach to a running container's stdio.
+    Attach(stream::AttachArgs),
+    /// Forward local ports to a pod.
+    PortForward(port_forward::PortForwardArgs),
     /// Stop one or more running containers.
     Stop {
         /// Seconds to wait after the stop signal before killing.
@@ -486,14 +493,24 @@ pub async fn run(ctx: &Ctx, w: Workload) -> anyhow::Result<i32> {
         }
         Workload::Exec {
             timeout,
-            sync: _,
+            sync,
             interactive,
             tty,
+            stream: flags,
             id,
             cmd,
         } => {
-            exec::check_sync_only(interactive, tty)?;
-            return exec::exec_sync(&ctx.runtime().await?, t, &id, cmd, timeout).await;
+            let client = ctx.runtime().await?;
+            if sync || !(interactive || tty) {
+                return exec::exec_sync(&client, t, &id, cmd, timeout).await;
+            }
+            return stream::exec(&client, t, &id, cmd, interactive, tty, &flags).await;
+        }
+        Workload::Attach(args) => {
+            return stream::attach(&ctx.runtime().await?, t, &args).await;
+        }
+        Workload::PortForward(args) => {
+            return port_forward::port_forward(&ctx.runtime().await?, t, args).await;
         }
         Workload::Stop { timeout, all, ids } => {
             containers::stop_many(&ctx.runtime().await?, t, &ids, all, timeout).await?;

@@ -1,5 +1,6 @@
-//! `exec`: runs a command in a container with ExecSync, prints what it wrote, and returns
-//! its exit code for limpetctl to exit with.
+//! `exec` without -i/-t (or with -s): runs a command in a container with ExecSync, prints
+//! what it wrote, and returns its exit code for limpetctl to exit with. The streaming exec is
+//! in `stream.rs`.
 
 use std::io::Write;
 use std::time::Duration;
@@ -12,16 +13,6 @@ use limpet_protos::cri::v1::ExecSyncRequest;
 use crate::client::{call, call_unbounded};
 
 type Client = RuntimeServiceClient<Channel>;
-
-/// Refuses what needs the streaming Exec, which limpetctl does not speak yet.
-pub fn check_sync_only(interactive: bool, tty: bool) -> anyhow::Result<()> {
-    if interactive || tty {
-        anyhow::bail!(
-            "exec with -i/--interactive or -t/--tty needs the streaming Exec call, which limpetctl does not support yet; run without -i/-t (ExecSync: output is printed when the command ends)"
-        );
-    }
-    Ok(())
-}
 
 /// Runs `cmd` in container `id`; `timeout` seconds (0: none) bound the command in the
 /// runtime. Returns the command's exit code.

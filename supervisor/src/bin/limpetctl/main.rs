@@ -13,10 +13,13 @@ mod images;
 mod logs;
 mod output;
 mod pods;
+mod port_forward;
 mod progress;
 mod ps;
 mod runtime;
 mod stats;
+mod stream;
+mod terminal;
 mod times;
 
 use std::time::Duration;

@@ -1,0 +1,245 @@
+//! Exec through the streaming server: a process started in the container by the pod's shim,
+//! its stdio on FIFOs relayed to and from the client, resizes passed to the shim. A client
+//! that goes away takes the process with it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use limpet_protos::cri::v1;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
+use tokio::sync::mpsc;
+
+use super::error::{io_err, Result, RuntimeError};
+use super::ids::new_id;
+use super::records::ContainerState;
+use super::shim_pool::TaskStdio;
+use super::{remove_dir, Runtime};
+use crate::streaming::io::{Channel, CommandIo, Outcome, TermSize};
+use crate::streaming::status::exit_message;
+
+/// How long output may keep coming after the process has been deleted.
+const DRAIN: Duration = Duration::from_secs(10);
+
+pub(super) fn fifo(dir: &Path, name: &str) -> Result<PathBuf> {
+    let path = dir.join(name);
+    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .map_err(|e| io_err(format!("mkfifo {}", path.display()))(e.into()))?;
+    Ok(path)
+}
+
+/// Copies a FIFO to the client's output queue until its writer closes.
+pub(super) async fn pump_out(
+    mut rx: pipe::Receiver,
+    channel: Channel,
+    out: mpsc::Sender<(Channel, Bytes)>,
+) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match rx.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if out
+                    .send((channel, Bytes::copy_from_slice(&buf[..n])))
+                    .await
+                    .is_err()
+                {
+                    // The client is gone: keep draining so the process never blocks.
+                    while matches!(rx.read(&mut buf).await, Ok(n) if n > 0) {}
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Copies the client's stdin into a FIFO; returns when the client closed stdin.
+pub(super) async fn pump_in(mut stdin: mpsc::Receiver<Bytes>, mut tx: pipe::Sender) {
+    while let Some(data) = stdin.recv().await {
+        if tx.write_all(&data).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Opens the writing end of a FIFO whose reader (the shim) may not be there yet.
+pub(super) fn open_writer(path: &Path) -> Result<pipe::Sender> {
+    pipe::OpenOptions::new()
+        .read_write(true)
+        .open_sender(path)
+        .map_err(io_err(format!("open {}", path.display())))
+}
+
+impl Runtime {
+    /// A container the streaming calls may act on: it exists and runs.
+    pub fn running_container(&self, id: &str) -> Result<super::Container> {
+        let c = self.container(id)?;
+        if c.record.state != ContainerState::Running {
+            return Err(RuntimeError::FailedPrecondition(format!(
+                "container {} is in {:?} state, not running",
+                c.record.id, c.record.state
+            )));
+        }
+        Ok(c)
+    }
+
+    pub async fn exec_stream(&self, req: v1::ExecRequest, io: CommandIo) -> Result<Outcome> {
+        if req.cmd.is_empty() {
+            return Err(RuntimeError::InvalidArgument(
+                "exec: no command given".into(),
+            ));
+        }
+        let c = self.running_container(&req.container_id)?;
+        let id = c.record.id.clone();
+        let address = self.sandbox(&c.record.sandbox_id)?.record.shim_address;
+        let mut process = self.exec_process(&id, req.cmd.clone())?;
+        process.set_terminal(Some(io.tty));
+        let exec_id = new_id();
+        let dir = self.dirs.exec.join(&exec_id);
+        std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
+        let result = self
+            .run_exec_stream(&address, &id, &exec_id, &dir, process, &req.cmd, io)
+            .await;
+        let _ = remove_dir(&dir);
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_exec_stream(
+        &self,
+        address: &str,
+        id: &str,
+        exec_id: &str,
+        dir: &Path,
+        process: oci_spec::runtime::Process,
+        cmd: &[String],
+        io: CommandIo,
+    ) -> Result<Outcome> {
+        let CommandIo {
+            stdin,
+            output,
+            resize,
+            stdout,
+            stderr,
+            tty,
+            mut gone,
+        } = io;
+        let path = |p: Option<PathBuf>| {
+            p.map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        let stdin_path = stdin.as_ref().map(|_| fifo(dir, "stdin")).transpose()?;
+        let out_path = stdout.then(|| fifo(dir, "stdout")).transpose()?;
+        let err_path = (stderr && !tty).then(|| fifo(dir, "stderr")).transpose()?;
+        let open = |p: &Path| {
+            pipe::OpenOptions::new()
+                .open_receiver(p)
+                .map_err(io_err(format!("open {}", p.display())))
+        };
+        let out_rx = out_path.as_deref().map(open).transpose()?;
+        let err_rx = err_path.as_deref().map(open).transpose()?;
+        let stdin_tx = stdin_path.as_deref().map(open_writer).transpose()?;
+        let stdio = TaskStdio {
+            stdin: path(stdin_path),
+            stdout: path(out_path),
+            stderr: path(err_path),
+            terminal: tty,
+        };
+        self.shims
+            .exec(address, id, exec_id, &process, stdio)
+            .await?;
+
+        let mut pumps = Vec::new();
+        for (rx, channel) in [(out_rx, Channel::Stdout), (err_rx, Channel::Stderr)] {
+            if let Some(rx) = rx {
+                pumps.push(tokio::spawn(pump_out(rx, channel, output.clone())));
+            }
+        }
+        drop(output);
+        if let Err(e) = self.shims.start_task(address, id, exec_id).await {
+            let _ = self.shims.delete_exec(address, id, exec_id).await;
+            return Err(e);
+        }
+
+        let stdin_task = match (stdin, stdin_tx) {
+            (Some(rx), Some(tx)) => {
+                let (shims, a, i, e) = (
+                    self.shims.clone(),
+                    address.to_string(),
+                    id.to_string(),
+                    exec_id.to_string(),
+                );
+                Some(tokio::spawn(async move {
+                    pump_in(rx, tx).await;
+                    let _ = shims.close_io(&a, &i, &e).await;
+                }))
+            }
+            _ => None,
+        };
+        let resize_task = resize.map(|rx| {
+            let (shims, a, i, e) = (
+                self.shims.clone(),
+                address.to_string(),
+                id.to_string(),
+                exec_id.to_string(),
+            );
+            tokio::spawn(forward_resizes(rx, move |size| {
+                let (shims, a, i, e) = (shims.clone(), a.clone(), i.clone(), e.clone());
+                async move {
+                    let _ = shims
+                        .resize_pty(&a, &i, &e, size.width.into(), size.height.into())
+                        .await;
+                }
+            }))
+        });
+
+        let exit = tokio::select! {
+            r = self.shims.wait(address, id, exec_id) => Some(r),
+            _ = gone.wait() => None,
+        };
+        for t in [stdin_task, resize_task].into_iter().flatten() {
+            t.abort();
+        }
+        let Some(exit) = exit else {
+            tracing::debug!(%id, %exec_id, "exec client gone: killing the process");
+            let _ = self
+                .shims
+                .kill_and_wait(address, id, exec_id, libc::SIGKILL as u32)
+                .await;
+            let _ = self.shims.delete_exec(address, id, exec_id).await;
+            for p in pumps {
+                p.abort();
+            }
+            return Ok(Outcome::Failed("client disconnected".into()));
+        };
+        let deleted = self.shims.delete_exec(address, id, exec_id).await;
+        // The shim closes the FIFOs once the exec is deleted: the pumps see the end.
+        for p in pumps {
+            let _ = tokio::time::timeout(DRAIN, p).await;
+        }
+        let (code, _) = exit?;
+        deleted?;
+        Ok(match code {
+            0 => Outcome::Success,
+            code => Outcome::ExitCode {
+                code: code as i32,
+                message: exit_message(cmd, code as i32),
+            },
+        })
+    }
+}
+
+/// Passes resize events on, the latest first when they pile up.
+pub(super) async fn forward_resizes<F, Fut>(mut rx: mpsc::Receiver<TermSize>, resize: F)
+where
+    F: Fn(TermSize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    while let Some(mut size) = rx.recv().await {
+        while let Ok(newer) = rx.try_recv() {
+            size = newer;
+        }
+        resize(size).await;
+    }
+}
