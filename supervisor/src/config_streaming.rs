@@ -17,8 +17,6 @@ pub struct Streaming {
     /// PEM certificate chain and key: both set serves https; both empty, plain http.
     pub tls_cert: PathBuf,
     pub tls_key: PathBuf,
-    /// Seconds a stream may stay silent before it is closed; 0 never.
-    pub idle_timeout: u64,
     /// Seconds a SPDY client has to open its streams after the upgrade.
     pub stream_creation_timeout: u64,
 }
@@ -30,7 +28,6 @@ impl Default for Streaming {
             port: 0,
             tls_cert: PathBuf::new(),
             tls_key: PathBuf::new(),
-            idle_timeout: 4 * 3600,
             stream_creation_timeout: 30,
         }
     }

@@ -18,7 +18,8 @@ use limpet_protos::cri::v1::{
 use limpet_tests::limpetd::{block_on, ready, Options};
 use limpet_tests::pods::PodEnv;
 use limpetd::streaming::client::{
-    remote_command, websocket_port_forward, CommandIo, Exit, SpdyPortForward, TermSize, Transport,
+    remote_command, remote_command_with, websocket_port_forward, ClientTls, CommandIo, Exit,
+    SpdyPortForward, TermSize, Transport,
 };
 use pod_support::{code_of, wait_for, Cri};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -626,6 +627,67 @@ fn tokens_are_single_use_unknown_containers_refused_and_gone_clients_leave_nothi
             })
             .await;
         }
+        cri.remove_pod(&pod).await;
+    });
+}
+
+#[test]
+fn the_streaming_server_speaks_tls_with_the_configured_certificate() {
+    let case = "the_streaming_server_speaks_tls_with_the_configured_certificate";
+    let Ok(dir) = tempfile::tempdir() else {
+        panic!("{case}: no temp dir");
+    };
+    let (ca, cert, key) = (
+        dir.path().join("ca.pem"),
+        dir.path().join("cert.pem"),
+        dir.path().join("key.pem"),
+    );
+    // A CA and a server certificate for 127.0.0.1 signed by it.
+    let ext = dir.path().join("ext.cnf");
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
+    let d = dir.path();
+    let steps: [Vec<&str>; 3] = [
+        vec!["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-days", "1", "-subj", "/CN=limpet-test-ca", "-keyout", "ca.key", "-out", "ca.pem"],
+        vec!["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-subj", "/CN=127.0.0.1", "-keyout", "key.pem", "-out", "leaf.csr"],
+        vec!["x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+             "-CAcreateserial", "-days", "1", "-extfile", "ext.cnf", "-out", "cert.pem"],
+    ];
+    for args in steps {
+        match std::process::Command::new("openssl").args(&args).current_dir(d).output() {
+            Ok(o) if o.status.success() => {}
+            other => {
+                eprintln!("SKIP {case}: openssl cannot make test certificates: {other:?}");
+                return;
+            }
+        }
+    }
+    let opts = Options {
+        extra_config: format!("[streaming]\ntls_cert = {cert:?}\ntls_key = {key:?}\n"),
+        ..Options::default()
+    };
+    let Some(env) = ready(case, PodEnv::start(opts)) else {
+        return;
+    };
+    block_on(async {
+        let mut cri = Cri::new(&env).await;
+        let (pod, c, _) = pod_with(&mut cri, &env, "tls", "sleep 3600").await;
+        let tls = ClientTls { ca: Some(ca.clone()) };
+        for t in BOTH {
+            let url = exec_url(&mut cri, &c, &["echo", "secret"], false, false).await;
+            assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+            let (io, out, _) = command_io(None, true, false);
+            let exit = remote_command_with(&url, t, None, io, &tls)
+                .await
+                .unwrap_or_else(|e| panic!("{t:?} over TLS: {e}"));
+            assert_eq!(exit_code(&exit), 0);
+            assert_eq!(out.text(), "secret\n");
+        }
+        // A client that does not trust the certificate gets nowhere.
+        let url = exec_url(&mut cri, &c, &["echo", "secret"], false, false).await;
+        let (io, _, _) = command_io(None, true, false);
+        assert!(remote_command(&url, Transport::WebSocket, None, io).await.is_err());
         cri.remove_pod(&pod).await;
     });
 }

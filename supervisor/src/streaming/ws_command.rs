@@ -12,7 +12,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::io::{gone_signal, Channel, CommandIo, Outcome, TermSize, OUTPUT_QUEUE};
 use super::status;
-use super::ws_frame::{Framing, CLOSE_CHANNEL};
+use super::ws_frame::{finish, Framing, CLOSE_CHANNEL};
 
 const STDIN: u8 = 0;
 const STDOUT: u8 = 1;
@@ -91,6 +91,7 @@ where
             }
         }
         gone_tx.fire();
+        source
     });
 
     let (output_tx, mut output_rx) = mpsc::channel::<(Channel, Bytes)>(OUTPUT_QUEUE);
@@ -130,5 +131,5 @@ where
         }
         let _ = sink.close().await;
     }
-    reader.abort();
+    finish(sink, reader).await;
 }

@@ -2,9 +2,18 @@
 //! number first. `channel.k8s.io` protocols send it as a byte before binary data;
 //! `base64.channel.k8s.io` ones as an ASCII digit before base64 text.
 
+use std::time::Duration;
+
 use base64::Engine;
 use bytes::{BufMut, Bytes, BytesMut};
+use futures::stream::{SplitSink, SplitStream};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// How long a client has to answer our Close before the connection is dropped.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// `v5.channel.k8s.io`: a message on this channel closes the channel named by its byte.
 pub const CLOSE_CHANNEL: u8 = 255;
@@ -51,6 +60,24 @@ impl Framing {
             }
             _ => None,
         }
+    }
+}
+
+/// Ends a connection whose Close we have sent: once the reading side is done (the client
+/// answered), the socket is shut down cleanly, which over TLS sends close_notify.
+pub async fn finish<S>(
+    sink: SplitSink<WebSocketStream<S>, Message>,
+    mut reader: JoinHandle<SplitStream<WebSocketStream<S>>>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(CLOSE_WAIT, &mut reader).await {
+        Ok(Ok(source)) => {
+            if let Ok(mut ws) = sink.reunite(source) {
+                let _ = ws.get_mut().shutdown().await;
+            }
+        }
+        _ => reader.abort(),
     }
 }
 

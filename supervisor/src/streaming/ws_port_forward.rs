@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::dial::Dialer;
-use super::ws_frame::Framing;
+use super::ws_frame::{finish, Framing};
 
 /// Subprotocols kubelet's port-forward WebSocket accepts ("" is binary framing).
 pub const PROTOCOLS: &[&str] = &["v4.channel.k8s.io", "v4.base64.channel.k8s.io"];
@@ -50,10 +50,11 @@ where
     let writer = tokio::spawn(async move {
         while let Some(m) = out_rx.recv().await {
             if sink.send(m).await.is_err() {
-                return;
+                break;
             }
         }
         let _ = sink.close().await;
+        sink
     });
 
     let mut to_pod = HashMap::new();
@@ -95,7 +96,18 @@ where
         f.abort();
     }
     drop(to_pod);
-    let _ = writer.await;
+    if let Ok(sink) = writer.await {
+        let source = tokio::spawn(async move {
+            // The client's answer to our Close ends its side.
+            while let Some(Ok(m)) = source.next().await {
+                if m.is_close() {
+                    break;
+                }
+            }
+            source
+        });
+        finish(sink, source).await;
+    }
 }
 
 async fn forward(

@@ -395,6 +395,27 @@ mod tests {
         got
     }
 
+    /// Callers spawn these: the handles and their futures must be Send.
+    #[allow(dead_code)]
+    fn handles_and_futures_are_send(
+        session: Session,
+        mut incoming: Incoming,
+        mut r: StreamReader,
+        w: StreamWriter,
+    ) {
+        fn send<T: Send + 'static>(_: T) {}
+        send(async move {
+            let _ = session.open(vec![]).await;
+            session.close().await;
+            session.closed().await;
+            let _ = incoming.accept().await;
+            let _ = r.read().await;
+            let _ = w.write(Bytes::new()).await;
+            let _ = w.close().await;
+            let _ = w.reset().await;
+        });
+    }
+
     #[tokio::test]
     async fn stream_ids_and_headers() {
         within(async {

@@ -390,9 +390,11 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
     fn push(&mut self, msg: Outgoing) -> std::io::Result<bool> {
         match msg {
             Outgoing::Frame(frame) => {
-                self.encoder
-                    .encode(&frame, &mut self.buf)
-                    .map_err(std::io::Error::other)?;
+                // Streams validate what they queue, so this is a bug; the context is lost.
+                self.encoder.encode(&frame, &mut self.buf).map_err(|e| {
+                    tracing::error!(error = %e, "cannot encode a SPDY frame");
+                    std::io::Error::other(e)
+                })?;
                 Ok(false)
             }
             Outgoing::Close(ack) => {
