@@ -644,18 +644,68 @@ fn the_streaming_server_speaks_tls_with_the_configured_certificate() {
     );
     // A CA and a server certificate for 127.0.0.1 signed by it.
     let ext = dir.path().join("ext.cnf");
-    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
     let d = dir.path();
     let steps: [Vec<&str>; 3] = [
-        vec!["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-             "-days", "1", "-subj", "/CN=limpet-test-ca", "-keyout", "ca.key", "-out", "ca.pem"],
-        vec!["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-             "-subj", "/CN=127.0.0.1", "-keyout", "key.pem", "-out", "leaf.csr"],
-        vec!["x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-             "-CAcreateserial", "-days", "1", "-extfile", "ext.cnf", "-out", "cert.pem"],
+        vec![
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=limpet-test-ca",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+        vec![
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "leaf.csr",
+        ],
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "cert.pem",
+        ],
     ];
     for args in steps {
-        match std::process::Command::new("openssl").args(&args).current_dir(d).output() {
+        match std::process::Command::new("openssl")
+            .args(&args)
+            .current_dir(d)
+            .output()
+        {
             Ok(o) if o.status.success() => {}
             other => {
                 eprintln!("SKIP {case}: openssl cannot make test certificates: {other:?}");
@@ -673,7 +723,9 @@ fn the_streaming_server_speaks_tls_with_the_configured_certificate() {
     block_on(async {
         let mut cri = Cri::new(&env).await;
         let (pod, c, _) = pod_with(&mut cri, &env, "tls", "sleep 3600").await;
-        let tls = ClientTls { ca: Some(ca.clone()) };
+        let tls = ClientTls {
+            ca: Some(ca.clone()),
+        };
         for t in BOTH {
             let url = exec_url(&mut cri, &c, &["echo", "secret"], false, false).await;
             assert!(url.starts_with("https://127.0.0.1:"), "{url}");
@@ -687,7 +739,70 @@ fn the_streaming_server_speaks_tls_with_the_configured_certificate() {
         // A client that does not trust the certificate gets nowhere.
         let url = exec_url(&mut cri, &c, &["echo", "secret"], false, false).await;
         let (io, _, _) = command_io(None, true, false);
-        assert!(remote_command(&url, Transport::WebSocket, None, io).await.is_err());
+        assert!(remote_command(&url, Transport::WebSocket, None, io)
+            .await
+            .is_err());
+        cri.remove_pod(&pod).await;
+    });
+}
+
+#[test]
+fn an_exec_cut_off_by_a_limpetd_crash_is_killed_at_the_next_start() {
+    let case = "an_exec_cut_off_by_a_limpetd_crash_is_killed_at_the_next_start";
+    let Some(mut env) = ready(case, PodEnv::start(Options::default())) else {
+        return;
+    };
+    let (pod, c) = block_on(async {
+        let mut cri = Cri::new(&env).await;
+        let (pod, c, _) = pod_with(&mut cri, &env, "crash", "sleep 3600").await;
+        let url = exec_url(
+            &mut cri,
+            &c,
+            &["sh", "-c", "echo started; exec sleep 4321"],
+            true,
+            false,
+        )
+        .await;
+        let (stdin_w, stdin_r) = tokio::io::duplex(64);
+        let out = Capture::default();
+        let io = CommandIo {
+            stdin: Some(Box::new(stdin_r)),
+            stdout: Some(Box::new(out.clone())),
+            stderr: Some(Box::new(Capture::default())),
+            tty: false,
+            resize: None,
+        };
+        let running = tokio::spawn(remote_command_owned(url, Transport::Spdy, io));
+        wait_for(10, "the exec started", || {
+            let o = out.text();
+            async move { o.contains("started").then_some(()) }
+        })
+        .await;
+        // The client is still there (stdin open) when limpetd dies.
+        std::mem::forget(stdin_w);
+        running.abort();
+        (pod, c)
+    });
+    env.d.kill();
+    let exec_dir = env.d.dir().join("state").join("exec");
+    assert_eq!(
+        std::fs::read_dir(&exec_dir).map(|d| d.count()).unwrap_or(0),
+        1,
+        "the exec's FIFOs"
+    );
+    env.d.restart().unwrap_or_else(|e| panic!("restart: {e}"));
+    block_on(async {
+        let mut cri = Cri::new(&env).await;
+        let ps = cri.sh_ok(&c, "ps -o args").await;
+        assert!(
+            !ps.contains("sleep 4321"),
+            "the exec survived the restart:\n{ps}"
+        );
+        assert_eq!(
+            std::fs::read_dir(&exec_dir).map(|d| d.count()).unwrap_or(0),
+            0,
+            "exec FIFOs left"
+        );
         cri.remove_pod(&pod).await;
     });
 }

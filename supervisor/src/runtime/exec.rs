@@ -61,7 +61,7 @@ impl Runtime {
         let process = self.exec_process(&id, cmd)?;
 
         let exec_id = new_id();
-        let dir = self.dirs.exec.join(&exec_id);
+        let dir = self.exec_dir(&id, &exec_id);
         std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
         let result = self
             .run_exec(&address, &id, &exec_id, &dir, process, timeout)

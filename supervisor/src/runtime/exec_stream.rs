@@ -72,6 +72,40 @@ pub(super) fn open_writer(path: &Path) -> Result<pipe::Sender> {
 }
 
 impl Runtime {
+    /// An exec's FIFO directory, `<container>.<exec>`: what a crash leaves behind names the
+    /// process to kill at the next start.
+    pub(super) fn exec_dir(&self, container: &str, exec_id: &str) -> PathBuf {
+        self.dirs.exec.join(format!("{container}.{exec_id}"))
+    }
+
+    /// Kills and deletes the execs whose client went with a crashed limpetd, and removes
+    /// their FIFOs. Returns how many there were.
+    pub(super) async fn remove_stale_execs(&self) -> usize {
+        let mut removed = 0;
+        for name in super::reconcile::dir_names(&self.dirs.exec) {
+            if let Some((id, exec_id)) = name.split_once('.') {
+                let address = self
+                    .container(id)
+                    .and_then(|c| self.sandbox(&c.record.sandbox_id))
+                    .map(|s| s.record.shim_address);
+                if let Ok(address) = address {
+                    tracing::info!(id, exec_id, "killing an exec whose client is gone");
+                    let signal = libc::SIGKILL as u32;
+                    let _ = self
+                        .shims
+                        .kill_and_wait(&address, id, exec_id, signal)
+                        .await;
+                    let _ = self.shims.delete_exec(&address, id, exec_id).await;
+                }
+            }
+            match remove_dir(&self.dirs.exec.join(&name)) {
+                Ok(()) => removed += 1,
+                Err(e) => tracing::warn!(name, error = %e, "cannot remove an exec directory"),
+            }
+        }
+        removed
+    }
+
     /// A container the streaming calls may act on: it exists and runs.
     pub fn running_container(&self, id: &str) -> Result<super::Container> {
         let c = self.container(id)?;
@@ -96,7 +130,7 @@ impl Runtime {
         let mut process = self.exec_process(&id, req.cmd.clone())?;
         process.set_terminal(Some(io.tty));
         let exec_id = new_id();
-        let dir = self.dirs.exec.join(&exec_id);
+        let dir = self.exec_dir(&id, &exec_id);
         std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
         let result = self
             .run_exec_stream(&address, &id, &exec_id, &dir, process, &req.cmd, io)

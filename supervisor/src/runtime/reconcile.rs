@@ -278,6 +278,7 @@ impl Runtime {
                 removed += counted(&id, "pod files", r);
             }
         }
+        removed += self.remove_stale_execs().await;
         removed += self.shims.kill_unknown_shims(&known);
         Ok(removed)
     }
@@ -294,7 +295,7 @@ fn counted(id: &str, what: &str, r: Result<()>) -> usize {
     }
 }
 
-fn dir_names(dir: &std::path::Path) -> Vec<String> {
+pub(super) fn dir_names(dir: &std::path::Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .map(|rd| {
             rd.filter_map(|e| e.ok())

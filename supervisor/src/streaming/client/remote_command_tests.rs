@@ -429,3 +429,153 @@ async fn fallback_runs_over_spdy_when_websocket_is_refused() {
     assert_eq!((out.text().as_str(), err.text().as_str()), ("x", "x"));
     within(server).await.unwrap();
 }
+
+/// A CA and a server certificate for 127.0.0.1 made by the openssl tool, in `dir`; `None`
+/// (after saying why) when the tool is missing.
+fn make_certs(dir: &std::path::Path) -> Option<()> {
+    let run = |args: &[&str]| {
+        std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let ca = [
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=limpet test CA",
+        ],
+    ]
+    .concat();
+    match run(&ca) {
+        Err(e) => {
+            eprintln!("SKIPPED: the TLS test needs the openssl tool: {e}");
+            return None;
+        }
+        Ok(o) => assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr)),
+    }
+    let csr = [
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    ]
+    .concat();
+    let o = run(&csr).unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::write(dir.join("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    let o = run(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "srv.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "ext",
+    ])
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    Some(())
+}
+
+#[tokio::test]
+async fn https_urls_trust_the_given_ca_only() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let dir = tempfile::tempdir().unwrap();
+    if make_certs(dir.path()).is_none() {
+        return;
+    }
+    let certs = CertificateDer::pem_file_iter(dir.path().join("srv.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.path().join("srv.key")).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}/exec/tls", listener.local_addr().unwrap());
+    let server =
+        tokio::spawn(async move {
+            // first the client that trusts our CA, then one that trusts another
+            let (tcp, _) = listener.accept().await.unwrap();
+            let tls = acceptor.accept(tcp).await.unwrap();
+            let pick = |_: &tokio_tungstenite::tungstenite::handshake::server::Request,
+                    mut resp: tokio_tungstenite::tungstenite::handshake::server::Response| {
+            resp.headers_mut()
+                .insert("Sec-WebSocket-Protocol", "v5.channel.k8s.io".parse().unwrap());
+            Ok(resp)
+        };
+            let mut ws = tokio_tungstenite::accept_hdr_async(tls, pick)
+                .await
+                .unwrap();
+            ws.send(Message::binary(b"\x01secure".to_vec()))
+                .await
+                .unwrap();
+            ws.close(None).await.unwrap();
+            while ws.next().await.is_some() {}
+            let (tcp, _) = listener.accept().await.unwrap();
+            assert!(acceptor.accept(tcp).await.is_err());
+        });
+    let (io, out, _) = io_with(None, false);
+    let tls = ClientTls {
+        ca: Some(dir.path().join("ca.pem")),
+    };
+    let exit = within(remote_command_with(
+        &url,
+        Transport::WebSocket,
+        None,
+        io,
+        &tls,
+    ))
+    .await
+    .unwrap();
+    assert_eq!((exit, out.text()), (Exit::Code(0), "secure".to_string()));
+
+    // a CA of its own (the server certificate itself, which is no CA) does not vouch for it
+    let (io, _, _) = io_with(None, false);
+    let other = ClientTls {
+        ca: Some(dir.path().join("srv.pem")),
+    };
+    let err = within(remote_command_with(&url, Transport::Spdy, None, io, &other))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Tls { .. }), "{err}");
+    within(server).await.unwrap();
+}
