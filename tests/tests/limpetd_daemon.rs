@@ -6,8 +6,8 @@ use std::process::Command;
 use limpet_protos::cri::tonic::Code;
 use limpet_protos::cri::v1::runtime_service_client::RuntimeServiceClient;
 use limpet_protos::cri::v1::{
-    CgroupDriver, ExecRequest, ListContainersRequest, RunPodSandboxRequest, RuntimeConfigRequest,
-    StatusRequest,
+    CgroupDriver, CheckpointContainerRequest, ListContainersRequest, RunPodSandboxRequest,
+    RuntimeConfigRequest, StatusRequest,
 };
 use limpet_tests::limpetd::{binary, block_on, ready, Limpetd, Options};
 
@@ -98,8 +98,8 @@ fn one_limpetd_per_root_and_graceful_sigterm() {
 }
 
 #[test]
-fn status_handlers_network_readiness_and_unimplemented_streaming() {
-    let case = "status_handlers_network_readiness_and_unimplemented_streaming";
+fn status_handlers_network_readiness_and_unimplemented_checkpoint() {
+    let case = "status_handlers_network_readiness_and_unimplemented_checkpoint";
     let Some(d) = ready(case, Limpetd::start(Options::default())) else {
         return;
     };
@@ -121,15 +121,14 @@ fn status_handlers_network_readiness_and_unimplemented_streaming() {
             .into_inner();
         assert!(list.containers.is_empty());
         let err = rt
-            .exec(ExecRequest {
+            .checkpoint_container(CheckpointContainerRequest {
                 container_id: "nope".into(),
-                cmd: vec!["true".into()],
                 ..Default::default()
             })
             .await
-            .expect_err("streaming is not served");
+            .expect_err("checkpoints are not served");
         assert_eq!(err.code(), Code::Unimplemented);
-        assert!(err.message().contains("Exec"), "{}", err.message());
+        assert!(err.message().contains("Checkpoint"), "{}", err.message());
 
         let status = rt
             .status(StatusRequest { verbose: true })

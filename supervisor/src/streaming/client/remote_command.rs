@@ -191,12 +191,16 @@ async fn run_websocket(conn: WsConn, io: CommandIo) -> Result<Exit, ClientError>
     // The server ends the connection once the command is done and its status is sent;
     // channels have no end of their own before that.
     let mut error = Vec::new();
+    let mut closing = false;
     while let Some(msg) = incoming.next().await {
         let msg = match msg {
             Ok(m) => m,
-            Err(e) if websocket::is_end(&e) => break,
+            // After the server's Close, how the connection ends does not matter (a TLS
+            // server may hang up without close_notify).
+            Err(e) if closing || websocket::is_end(&e) => break,
             Err(e) => return Err(e.into()),
         };
+        closing |= matches!(msg, Message::Close(_));
         let Some((channel, data)) = proto.decode(msg)? else {
             continue;
         };

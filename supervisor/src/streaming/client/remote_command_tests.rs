@@ -510,6 +510,8 @@ fn make_certs(dir: &std::path::Path) -> Option<()> {
 async fn https_urls_trust_the_given_ca_only() {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
 
     let dir = tempfile::tempdir().unwrap();
     if make_certs(dir.path()).is_none() {
@@ -531,28 +533,28 @@ async fn https_urls_trust_the_given_ca_only() {
     let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://{}/exec/tls", listener.local_addr().unwrap());
-    let server =
-        tokio::spawn(async move {
-            // first the client that trusts our CA, then one that trusts another
-            let (tcp, _) = listener.accept().await.unwrap();
-            let tls = acceptor.accept(tcp).await.unwrap();
-            let pick = |_: &tokio_tungstenite::tungstenite::handshake::server::Request,
-                    mut resp: tokio_tungstenite::tungstenite::handshake::server::Response| {
-            resp.headers_mut()
-                .insert("Sec-WebSocket-Protocol", "v5.channel.k8s.io".parse().unwrap());
+    let server = tokio::spawn(async move {
+        // first the client that trusts our CA, then one that trusts another
+        let (tcp, _) = listener.accept().await.unwrap();
+        let tls = acceptor.accept(tcp).await.unwrap();
+        let pick = |_: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
+            let v5 = HeaderValue::from_static("v5.channel.k8s.io");
+            resp.headers_mut().insert("Sec-WebSocket-Protocol", v5);
             Ok(resp)
         };
-            let mut ws = tokio_tungstenite::accept_hdr_async(tls, pick)
-                .await
-                .unwrap();
-            ws.send(Message::binary(b"\x01secure".to_vec()))
-                .await
-                .unwrap();
-            ws.close(None).await.unwrap();
-            while ws.next().await.is_some() {}
-            let (tcp, _) = listener.accept().await.unwrap();
-            assert!(acceptor.accept(tcp).await.is_err());
-        });
+        let mut ws = tokio_tungstenite::accept_hdr_async(tls, pick)
+            .await
+            .unwrap();
+        ws.send(Message::binary(b"\x01secure".to_vec()))
+            .await
+            .unwrap();
+        ws.close(None).await.unwrap();
+        while ws.next().await.is_some() {}
+        // hung up without TLS close_notify: the client has its status already
+        drop(ws);
+        let (tcp, _) = listener.accept().await.unwrap();
+        assert!(acceptor.accept(tcp).await.is_err());
+    });
     let (io, out, _) = io_with(None, false);
     let tls = ClientTls {
         ca: Some(dir.path().join("ca.pem")),
