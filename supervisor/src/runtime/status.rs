@@ -142,6 +142,12 @@ pub fn container_info(c: &Container) -> std::collections::HashMap<String, String
         "imageRef": c.record.image_ref,
         "logPath": c.record.log_path,
         "oomKilled": c.record.oom_killed,
+        // What crictl-style clients read to attach with or without a terminal.
+        "config": {
+            "tty": c.config.tty,
+            "stdin": c.config.stdin,
+            "stdin_once": c.config.stdin_once,
+        },
     });
     std::collections::HashMap::from([("info".to_string(), info.to_string())])
 }

@@ -29,6 +29,13 @@ use crate::runtime::Runtime;
 
 type Body = Full<Bytes>;
 
+/// Client messages carry keystrokes, resizes and forwarded bytes: a megabyte is plenty.
+fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(1 << 20))
+        .max_frame_size(Some(1 << 20))
+}
+
 /// What each connection needs.
 pub struct Context {
     pub tokens: Arc<Tokens>,
@@ -191,7 +198,7 @@ async fn run(
     let runtime = ctx.runtime.clone();
     match (transport, pending) {
         (Transport::WebSocket { protocol }, Pending::PortForward(req)) => {
-            let ws = WebSocketStream::from_raw_socket(io, WsRole::Server, None).await;
+            let ws = WebSocketStream::from_raw_socket(io, WsRole::Server, Some(ws_config())).await;
             match runtime.pod_dialer(&req.pod_sandbox_id) {
                 Ok(dialer) => ws_port_forward::serve(ws, &protocol, ports, dialer).await,
                 Err(e) => tracing::debug!(error = %e, "port-forward"),
@@ -235,7 +242,7 @@ async fn run(
             };
             match transport {
                 Transport::WebSocket { protocol } => {
-                    let ws = WebSocketStream::from_raw_socket(io, WsRole::Server, None).await;
+                    let ws = WebSocketStream::from_raw_socket(io, WsRole::Server, Some(ws_config())).await;
                     ws_command::serve(ws, &protocol, wanted, backend).await
                 }
                 Transport::Spdy { protocol } => {

@@ -143,7 +143,8 @@ pub async fn serve<F, Fut>(
                         }
                     }
                 }
-                let used = if malformed {
+                // A size is a few bytes: a long unfinished one is garbage.
+                let used = if malformed || pending.len() > 4096 {
                     pending.len()
                 } else {
                     sizes.byte_offset()

@@ -20,16 +20,18 @@ type Client = RuntimeServiceClient<Channel>;
 /// Which transport to upgrade a streaming URL to.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TransportChoice {
-    /// WebSocket, then SPDY if the server refuses WebSocket.
+    /// WebSocket, then SPDY (on a fresh URL) if the server refuses WebSocket.
     Auto,
+    /// WebSocket only.
     Websocket,
+    /// SPDY/3.1 only.
     Spdy,
 }
 
 /// How to reach the streaming server a CRI call points at.
 #[derive(clap::Args, Debug)]
 pub struct StreamFlags {
-    /// Streaming transport: auto (WebSocket, SPDY if refused), websocket or spdy.
+    /// The transport the streaming URL is upgraded to.
     #[arg(long, value_enum, default_value = "auto")]
     pub transport: TransportChoice,
     /// CA certificates (PEM) to trust for an https streaming URL, instead of the system's.

@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::channel::ChannelProtocol;
 use super::target::with_ports;
 use super::{spdy_upgrade, websocket, ClientError, ClientTls, Transport};
-use crate::streaming::spdy::{Headers, Session, Stream};
+use crate::streaming::spdy::{Headers, Session, Stream, StreamReader, StreamWriter};
 
 const SPDY_PROTOCOL: &str = "portforward.k8s.io";
 /// v5 lets us half-close a data channel; servers without it pick v4.
@@ -90,24 +90,22 @@ impl SpdyPortForward {
 
         let slot = ErrorSlot::default();
         let (error_done_tx, error_done) = oneshot::channel();
-        {
-            let slot = slot.clone();
-            let mut error_reader = error_reader;
-            tokio::spawn(async move {
-                while let Some(text) = error_reader.read().await {
-                    slot.append(&text);
-                }
-                drop(error_writer);
-                let _ = error_done_tx.send(());
-            });
-        }
+        tokio::spawn(read_errors(
+            error_reader,
+            error_writer,
+            slot.clone(),
+            error_done_tx,
+        ));
         let (user, ours) = tokio::io::duplex(PIPE_BUFFER);
         let (alive, dropped) = oneshot::channel();
         tokio::spawn(spdy_pump(data, ours, dropped, error_done));
         Ok(ForwardedConn {
             io: user,
             error: slot,
-            _alive: Alive::Spdy(alive),
+            _alive: Alive {
+                _spdy: Some(alive),
+                _websocket: None,
+            },
         })
     }
 
@@ -126,6 +124,20 @@ impl Drop for SpdyPortForward {
     fn drop(&mut self) {
         self.drain.abort();
     }
+}
+
+/// Keeps what the server writes on a connection's error stream, until its end.
+async fn read_errors(
+    mut reader: StreamReader,
+    // Held so that the stream stays ours until the server is done with it.
+    _writer: StreamWriter,
+    slot: ErrorSlot,
+    done: oneshot::Sender<()>,
+) {
+    while let Some(text) = reader.read().await {
+        slot.append(&text);
+    }
+    let _ = done.send(());
 }
 
 /// Copies between a data stream and our end of the user's pipe, until both ways are done.
@@ -236,7 +248,10 @@ pub async fn websocket_port_forward_with(
         conns.push(ForwardedConn {
             io: user,
             error: slot,
-            _alive: Alive::WebSocket(alive.clone()),
+            _alive: Alive {
+                _spdy: None,
+                _websocket: Some(alive.clone()),
+            },
         });
     }
     drop(tx);
@@ -369,10 +384,12 @@ impl ErrorSlot {
     }
 }
 
-/// Tells the pumps of a connection that its user has gone.
-enum Alive {
-    Spdy(#[allow(dead_code)] oneshot::Sender<()>),
-    WebSocket(#[allow(dead_code)] mpsc::Sender<()>),
+/// Dropped with its connection, which tells the pumps that the user has gone: a SPDY
+/// connection's pump waits on its own sender, a WebSocket's demultiplexer on the last of
+/// its connections' senders.
+struct Alive {
+    _spdy: Option<oneshot::Sender<()>>,
+    _websocket: Option<mpsc::Sender<()>>,
 }
 
 /// A forwarded connection: AsyncRead + AsyncWrite; shutdown() half-closes;

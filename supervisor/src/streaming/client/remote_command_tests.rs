@@ -433,80 +433,33 @@ async fn fallback_runs_over_spdy_when_websocket_is_refused() {
 /// A CA and a server certificate for 127.0.0.1 made by the openssl tool, in `dir`; `None`
 /// (after saying why) when the tool is missing.
 fn make_certs(dir: &std::path::Path) -> Option<()> {
-    let run = |args: &[&str]| {
-        std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let ca = [
-        &["req", "-x509"][..],
-        &ec,
-        &[
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=limpet test CA",
-        ],
-    ]
-    .concat();
-    match run(&ca) {
-        Err(e) => {
-            eprintln!("SKIPPED: the TLS test needs the openssl tool: {e}");
-            return None;
-        }
-        Ok(o) => assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr)),
-    }
-    let csr = [
-        &["req"][..],
-        &ec,
-        &[
-            "-keyout",
-            "srv.key",
-            "-out",
-            "srv.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    ]
-    .concat();
-    let o = run(&csr).unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    const EC: &str = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
     std::fs::write(dir.join("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    let o = run(&[
-        "x509",
-        "-req",
-        "-in",
-        "srv.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "srv.pem",
-        "-days",
-        "1",
-        "-extfile",
-        "ext",
-    ])
-    .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for args in [
+        format!("req -x509 {EC} -keyout ca.key -out ca.pem -days 1 -subj /CN=limpet-test-CA"),
+        format!("req {EC} -keyout srv.key -out srv.csr -subj /CN=127.0.0.1"),
+        "x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 1 \
+         -extfile ext"
+            .to_string(),
+    ] {
+        let run = std::process::Command::new("openssl")
+            .args(args.split_whitespace())
+            .current_dir(dir)
+            .output();
+        match run {
+            Err(e) => {
+                eprintln!("SKIPPED: the TLS test needs the openssl tool: {e}");
+                return None;
+            }
+            Ok(o) => assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr)),
+        }
+    }
     Some(())
 }
 
 #[tokio::test]
+// The handshake callback's error type is tungstenite's.
+#[allow(clippy::result_large_err)]
 async fn https_urls_trust_the_given_ca_only() {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
