@@ -14,7 +14,8 @@ pub mod status;
 mod tls;
 pub mod tokens;
 pub mod ws_command;
-pub mod ws_frame;
+pub mod ws_channel;
+mod ws_finish;
 pub mod ws_port_forward;
 
 use std::net::SocketAddr;

@@ -12,7 +12,8 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::io::{gone_signal, Channel, CommandIo, Outcome, TermSize, OUTPUT_QUEUE};
 use super::status;
-use super::ws_frame::{finish, Framing, CLOSE_CHANNEL};
+use super::ws_channel::{ChannelProtocol, STREAM_CLOSE};
+use super::ws_finish::finish;
 
 const STDIN: u8 = 0;
 const STDOUT: u8 = 1;
@@ -44,9 +45,9 @@ where
     F: FnOnce(CommandIo) -> Fut,
     Fut: Future<Output = Outcome>,
 {
-    let framing = Framing::of(protocol);
-    let v4_status = protocol.starts_with("v4.") || protocol.starts_with("v5.");
-    let v5 = protocol.starts_with("v5.");
+    let Some(framing) = ChannelProtocol::parse(protocol) else {
+        return;
+    };
     let (mut sink, mut source) = ws.split();
 
     // kubelet's readiness signal: an empty message on the lowest channel written to.
@@ -69,7 +70,7 @@ where
             if message.is_close() {
                 break;
             }
-            let Some((channel, data)) = framing.decode(message) else {
+            let Ok(Some((channel, data))) = framing.decode(message) else {
                 continue;
             };
             match channel {
@@ -86,7 +87,9 @@ where
                         let _ = resize_tx.try_send(size);
                     }
                 }
-                CLOSE_CHANNEL if v5 && data.first() == Some(&STDIN) => stdin_tx = None,
+                STREAM_CLOSE if framing.stream_close() && data.first() == Some(&STDIN) => {
+                    stdin_tx = None
+                }
                 _ => {}
             }
         }
@@ -121,7 +124,7 @@ where
     };
     let (outcome, alive) = tokio::join!(run(io), forward);
     if alive {
-        let body = if v4_status {
+        let body = if framing.status_json() {
             Some(status::json(&outcome))
         } else {
             status::text(&outcome)

@@ -12,7 +12,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::dial::Dialer;
-use super::ws_frame::{finish, Framing};
+use super::ws_channel::ChannelProtocol;
+use super::ws_finish::finish;
 
 /// Subprotocols kubelet's port-forward WebSocket accepts ("" is binary framing).
 pub const PROTOCOLS: &[&str] = &["v4.channel.k8s.io", "v4.base64.channel.k8s.io"];
@@ -44,7 +45,9 @@ pub async fn serve<S>(ws: WebSocketStream<S>, protocol: &str, ports: Vec<u16>, d
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let framing = Framing::of(protocol);
+    let Some(framing) = ChannelProtocol::parse(protocol) else {
+        return;
+    };
     let (mut sink, mut source) = ws.split();
     let (out_tx, mut out_rx) = mpsc::channel::<Message>(64);
     let writer = tokio::spawn(async move {
@@ -78,7 +81,7 @@ where
             if message.is_close() {
                 break;
             }
-            if let Some((ch, data)) = framing.decode(message) {
+            if let Ok(Some((ch, data))) = framing.decode(message) {
                 if let Some(tx) = to_pod.get(&ch) {
                     if tx.send(data).await.is_err() {
                         to_pod.remove(&ch);
@@ -114,7 +117,7 @@ async fn forward(
     port: u16,
     data_ch: u8,
     error_ch: u8,
-    framing: Framing,
+    framing: ChannelProtocol,
     mut from_client: mpsc::Receiver<Bytes>,
     out: mpsc::Sender<Message>,
     dialer: Dialer,

@@ -2,7 +2,6 @@
 //! speaking the protocols kubelet's streaming server speaks (so they work against limpetd,
 //! containerd and CRI-O alike).
 
-mod channel;
 mod connect;
 mod port_forward;
 mod remote_command;
@@ -116,6 +115,8 @@ pub enum ClientError {
     Http(#[from] hyper::Error),
     #[error("streaming protocol error: {0}")]
     Protocol(String),
+    #[error("streaming protocol error: {0}")]
+    Channel(#[from] crate::streaming::ws_channel::ChannelError),
     #[error("{what}: {source}")]
     Io {
         what: &'static str,

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::channel::ChannelProtocol;
+use crate::streaming::ws_channel::ChannelProtocol;
 use super::target::with_ports;
 use super::{spdy_upgrade, websocket, ClientError, ClientTls, Transport};
 use crate::streaming::spdy::{Headers, Session, Stream, StreamReader, StreamWriter};

@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::channel::ChannelProtocol;
+use crate::streaming::ws_channel::ChannelProtocol;
 use super::spdy_upgrade::{self, SpdyConn};
 use super::websocket::{self, WsConn};
 use super::{status, ClientError, ClientTls, CommandIo, Exit, TermSize, Transport};

@@ -10,7 +10,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use super::channel::ChannelProtocol;
+use crate::streaming::ws_channel::ChannelProtocol;
 use super::connect::{self, BoxIo};
 use super::target::Target;
 use super::{ClientError, ClientTls, Transport};

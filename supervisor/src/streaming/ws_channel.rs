@@ -6,14 +6,17 @@ use base64::Engine;
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::ClientError;
-
 /// The first byte of the v5 "close this channel" message (followed by the channel).
-const STREAM_CLOSE: u8 = 255;
+pub const STREAM_CLOSE: u8 = 255;
+
+/// A message that does not follow the negotiated framing.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ChannelError(String);
 
 /// What a negotiated subprotocol name means for framing and for the error channel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct ChannelProtocol {
+pub struct ChannelProtocol {
     pub base64: bool,
     /// The protocol version: 1 for the unversioned names.
     pub version: u8,
@@ -72,7 +75,7 @@ impl ChannelProtocol {
 
     /// A received message as (channel, payload); `None` for control messages and for
     /// messages without a channel byte.
-    pub fn decode(self, msg: Message) -> Result<Option<(u8, Bytes)>, ClientError> {
+    pub fn decode(self, msg: Message) -> Result<Option<(u8, Bytes)>, ChannelError> {
         match msg {
             Message::Binary(data) => {
                 if data.is_empty() {
@@ -90,12 +93,12 @@ impl ChannelProtocol {
                     return Ok(Some((first, Bytes::copy_from_slice(rest))));
                 }
                 let channel = first.checked_sub(b'0').ok_or_else(|| {
-                    ClientError::Protocol(format!("bad base64 channel byte {first:#x}"))
+                    ChannelError(format!("bad base64 channel byte {first:#x}"))
                 })?;
                 let payload = base64::engine::general_purpose::STANDARD
                     .decode(rest)
                     .map_err(|e| {
-                        ClientError::Protocol(format!("channel {channel}: bad base64: {e}"))
+                        ChannelError(format!("channel {channel}: bad base64: {e}"))
                     })?;
                 Ok(Some((channel, Bytes::from(payload))))
             }
