@@ -499,8 +499,7 @@ mod tests {
             assert_eq!(client_r.read().await.as_deref(), Some(&b"pong"[..]));
             server_w.close().await.expect("close");
             assert_eq!(client_r.read().await, None);
-            // Both halves done: the stream has left both tables.
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            // Both halves done: the FIN that ended the read also removed the stream.
             assert!(client.handle.shared.state().streams.is_empty());
         })
         .await
