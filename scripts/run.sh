@@ -139,8 +139,8 @@ say limpetctl ps
 "$limpetctl" ps
 say limpetctl logs "${ctr:0:13}"
 "$limpetctl" logs "$ctr"
-say "echo hello | limpetctl exec -i ${ctr:0:13} sh -c 'cat; hostname'"
-echo hello | "$limpetctl" exec -i "$ctr" sh -c 'cat; hostname'
+say "echo 'typed into stdin' | limpetctl exec -i ${ctr:0:13} sh -c 'cat; ls /'"
+echo 'typed into stdin' | "$limpetctl" exec -i "$ctr" sh -c 'cat; ls /'
 echo
 echo "limpetd (pid $(cat "$run_dir/limpetd.pid")) serves CRI on unix://$socket; logs in $run_dir."
 echo "Try: $limpetctl logs -f ${ctr:0:13}; $limpetctl exec -it ${ctr:0:13} sh; $limpetctl port-forward ${pod:0:13} 8080:80; $limpetctl inspectp ${pod:0:13}; $limpetctl stats"
