@@ -10,7 +10,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 
 use super::error::{io_err, Result};
-use super::exec_stream::{forward_resizes, open_writer, pump_in};
+use super::exec_stream::{open_writer, pump_in};
 use super::Runtime;
 use crate::streaming::io::{Channel, CommandIo, Outcome};
 
@@ -56,17 +56,9 @@ impl Runtime {
             }
             _ => None,
         };
-        let resize_task = resize.filter(|_| tty && c.config.tty).map(|rx| {
-            let (shims, a, i) = (self.shims.clone(), address.clone(), id.clone());
-            tokio::spawn(forward_resizes(rx, move |size| {
-                let (shims, a, i) = (shims.clone(), a.clone(), i.clone());
-                async move {
-                    let _ = shims
-                        .resize_pty(&a, &i, "", size.width.into(), size.height.into())
-                        .await;
-                }
-            }))
-        });
+        let resize_task = resize
+            .filter(|_| tty && c.config.tty)
+            .map(|rx| self.spawn_resizes(rx, &address, &id, ""));
 
         let relay = async {
             loop {

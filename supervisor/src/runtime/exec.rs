@@ -1,13 +1,14 @@
 //! ExecSync: a command run in a container to completion, its output collected through FIFOs
 //! up to a cap, killed when the timeout passes.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 
 use super::error::{io_err, Result, RuntimeError};
+use super::exec_stream::{fifo, open_reader};
 use super::ids::new_id;
 use super::records::ContainerState;
 use super::shim_pool::TaskStdio;
@@ -33,13 +34,6 @@ async fn collect(mut rx: pipe::Receiver, cap: usize) -> Vec<u8> {
             }
         }
     }
-}
-
-fn fifo(dir: &Path, name: &str) -> Result<PathBuf> {
-    let path = dir.join(name);
-    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
-        .map_err(|e| io_err(format!("mkfifo {}", path.display()))(e.into()))?;
-    Ok(path)
 }
 
 impl Runtime {
@@ -80,12 +74,7 @@ impl Runtime {
         timeout: i64,
     ) -> Result<ExecOutput> {
         let (out_path, err_path) = (fifo(dir, "stdout")?, fifo(dir, "stderr")?);
-        let open = |p: &Path| {
-            pipe::OpenOptions::new()
-                .open_receiver(p)
-                .map_err(io_err(format!("open {}", p.display())))
-        };
-        let (out_rx, err_rx) = (open(&out_path)?, open(&err_path)?);
+        let (out_rx, err_rx) = (open_reader(&out_path)?, open_reader(&err_path)?);
         let stdio = TaskStdio {
             stdin: String::new(),
             stdout: out_path.to_string_lossy().into_owned(),

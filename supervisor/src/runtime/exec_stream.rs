@@ -63,6 +63,13 @@ pub(super) async fn pump_in(mut stdin: mpsc::Receiver<Bytes>, mut tx: pipe::Send
     }
 }
 
+/// Opens the reading end of a FIFO (at once, before any writer).
+pub(super) fn open_reader(path: &Path) -> Result<pipe::Receiver> {
+    pipe::OpenOptions::new()
+        .open_receiver(path)
+        .map_err(io_err(format!("open {}", path.display())))
+}
+
 /// Opens the writing end of a FIFO whose reader (the shim) may not be there yet.
 pub(super) fn open_writer(path: &Path) -> Result<pipe::Sender> {
     pipe::OpenOptions::new()
@@ -166,13 +173,8 @@ impl Runtime {
         let stdin_path = stdin.as_ref().map(|_| fifo(dir, "stdin")).transpose()?;
         let out_path = stdout.then(|| fifo(dir, "stdout")).transpose()?;
         let err_path = (stderr && !tty).then(|| fifo(dir, "stderr")).transpose()?;
-        let open = |p: &Path| {
-            pipe::OpenOptions::new()
-                .open_receiver(p)
-                .map_err(io_err(format!("open {}", p.display())))
-        };
-        let out_rx = out_path.as_deref().map(open).transpose()?;
-        let err_rx = err_path.as_deref().map(open).transpose()?;
+        let out_rx = out_path.as_deref().map(open_reader).transpose()?;
+        let err_rx = err_path.as_deref().map(open_reader).transpose()?;
         let stdin_tx = stdin_path.as_deref().map(open_writer).transpose()?;
         let stdio = TaskStdio {
             stdin: path(stdin_path),
@@ -211,22 +213,7 @@ impl Runtime {
             }
             _ => None,
         };
-        let resize_task = resize.map(|rx| {
-            let (shims, a, i, e) = (
-                self.shims.clone(),
-                address.to_string(),
-                id.to_string(),
-                exec_id.to_string(),
-            );
-            tokio::spawn(forward_resizes(rx, move |size| {
-                let (shims, a, i, e) = (shims.clone(), a.clone(), i.clone(), e.clone());
-                async move {
-                    let _ = shims
-                        .resize_pty(&a, &i, &e, size.width.into(), size.height.into())
-                        .await;
-                }
-            }))
-        });
+        let resize_task = resize.map(|rx| self.spawn_resizes(rx, address, id, exec_id));
 
         let exit = tokio::select! {
             r = self.shims.wait(address, id, exec_id) => Some(r),
@@ -264,16 +251,30 @@ impl Runtime {
     }
 }
 
-/// Passes resize events on, the latest first when they pile up.
-pub(super) async fn forward_resizes<F, Fut>(mut rx: mpsc::Receiver<TermSize>, resize: F)
-where
-    F: Fn(TermSize) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    while let Some(mut size) = rx.recv().await {
-        while let Ok(newer) = rx.try_recv() {
-            size = newer;
-        }
-        resize(size).await;
+impl Runtime {
+    /// Passes a client's resize events on to the process's terminal; when they pile up,
+    /// only the latest counts.
+    pub(super) fn spawn_resizes(
+        &self,
+        mut rx: mpsc::Receiver<TermSize>,
+        address: &str,
+        id: &str,
+        exec_id: &str,
+    ) -> tokio::task::JoinHandle<()> {
+        let (shims, a, i, e) = (
+            self.shims.clone(),
+            address.to_string(),
+            id.to_string(),
+            exec_id.to_string(),
+        );
+        tokio::spawn(async move {
+            while let Some(mut size) = rx.recv().await {
+                while let Ok(newer) = rx.try_recv() {
+                    size = newer;
+                }
+                let (w, h) = (size.width.into(), size.height.into());
+                let _ = shims.resize_pty(&a, &i, &e, w, h).await;
+            }
+        })
     }
 }

@@ -7,6 +7,9 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bytes::Bytes;
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,4 +47,24 @@ fn connect_in(netns: &std::path::Path, addr: SocketAddr) -> std::io::Result<std:
     nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
         .map_err(std::io::Error::from)?;
     std::net::TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
+}
+
+/// Sends what the pod writes on a forwarded connection to the client, chunk by chunk, until
+/// the pod closes it or `send` answers false (the client is gone).
+pub async fn pod_to_client<F, Fut>(mut rd: OwnedReadHalf, mut send: F)
+where
+    F: FnMut(Bytes) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match rd.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if !send(Bytes::copy_from_slice(&buf[..n])).await {
+                    return;
+                }
+            }
+        }
+    }
 }

@@ -13,8 +13,8 @@ mod spdy_port_forward;
 pub mod status;
 mod tls;
 pub mod tokens;
-pub mod ws_command;
 pub mod ws_channel;
+pub mod ws_command;
 mod ws_finish;
 pub mod ws_port_forward;
 

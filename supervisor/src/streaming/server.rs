@@ -242,7 +242,9 @@ async fn run(
             };
             match transport {
                 Transport::WebSocket { protocol } => {
-                    let ws = WebSocketStream::from_raw_socket(io, WsRole::Server, Some(ws_config())).await;
+                    let ws =
+                        WebSocketStream::from_raw_socket(io, WsRole::Server, Some(ws_config()))
+                            .await;
                     ws_command::serve(ws, &protocol, wanted, backend).await
                 }
                 Transport::Spdy { protocol } => {

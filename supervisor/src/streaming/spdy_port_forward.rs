@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
-use super::dial::Dialer;
+use super::dial::{pod_to_client, Dialer};
 use super::spdy::{Incoming, Session, Stream, StreamWriter};
 
 pub const PROTOCOL: &str = "portforward.k8s.io";
@@ -109,31 +109,17 @@ async fn forward(error: Stream, data: Stream, dialer: Dialer) {
             return fail(error_w, msg).await;
         }
     };
-    let (mut rd, mut wr) = conn.into_split();
+    let (rd, mut wr) = conn.into_split();
     let upstream = async {
-        while let Some(chunk) = from_client.read().await {
-            if wr.write_all(&chunk).await.is_err() {
-                break;
-            }
-        }
+        let _ = tokio::io::copy(&mut from_client, &mut wr).await;
         let _ = wr.shutdown().await;
     };
     let downstream = async {
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            match rd.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if to_client
-                        .write(Bytes::copy_from_slice(&buf[..n]))
-                        .await
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
-            }
-        }
+        pod_to_client(rd, |data| {
+            let w = to_client.clone();
+            async move { w.write(data).await.is_ok() }
+        })
+        .await;
         let _ = to_client.close().await;
     };
     tokio::join!(upstream, downstream);

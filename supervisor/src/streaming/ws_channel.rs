@@ -92,14 +92,12 @@ impl ChannelProtocol {
                     // A binary protocol never sends text; take it as bytes all the same.
                     return Ok(Some((first, Bytes::copy_from_slice(rest))));
                 }
-                let channel = first.checked_sub(b'0').ok_or_else(|| {
-                    ChannelError(format!("bad base64 channel byte {first:#x}"))
-                })?;
+                let channel = first
+                    .checked_sub(b'0')
+                    .ok_or_else(|| ChannelError(format!("bad base64 channel byte {first:#x}")))?;
                 let payload = base64::engine::general_purpose::STANDARD
                     .decode(rest)
-                    .map_err(|e| {
-                        ChannelError(format!("channel {channel}: bad base64: {e}"))
-                    })?;
+                    .map_err(|e| ChannelError(format!("channel {channel}: bad base64: {e}")))?;
                 Ok(Some((channel, Bytes::from(payload))))
             }
             _ => Ok(None),

@@ -6,12 +6,12 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::dial::Dialer;
+use super::dial::{pod_to_client, Dialer};
 use super::ws_channel::ChannelProtocol;
 use super::ws_finish::finish;
 
@@ -130,7 +130,7 @@ async fn forward(
             return;
         }
     };
-    let (mut rd, mut wr) = conn.into_split();
+    let (rd, mut wr) = conn.into_split();
     let upstream = async {
         while let Some(data) = from_client.recv().await {
             if wr.write_all(&data).await.is_err() {
@@ -139,19 +139,10 @@ async fn forward(
         }
         let _ = wr.shutdown().await;
     };
-    let downstream = async {
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            match rd.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if out.send(framing.encode(data_ch, &buf[..n])).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-    };
+    let downstream = pod_to_client(rd, |data| {
+        let out = out.clone();
+        async move { out.send(framing.encode(data_ch, &data)).await.is_ok() }
+    });
     // The pod closing its side ends the forward; the client's side alone does not (it
     // cannot half-close a channel).
     tokio::select! {

@@ -15,10 +15,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::streaming::ws_channel::ChannelProtocol;
 use super::target::with_ports;
 use super::{spdy_upgrade, websocket, ClientError, ClientTls, Transport};
 use crate::streaming::spdy::{Headers, Session, Stream, StreamReader, StreamWriter};
+use crate::streaming::ws_channel::ChannelProtocol;
 
 const SPDY_PROTOCOL: &str = "portforward.k8s.io";
 /// v5 lets us half-close a data channel; servers without it pick v4.

@@ -8,11 +8,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::streaming::ws_channel::ChannelProtocol;
 use super::spdy_upgrade::{self, SpdyConn};
 use super::websocket::{self, WsConn};
 use super::{status, ClientError, ClientTls, CommandIo, Exit, TermSize, Transport};
 use crate::streaming::spdy::{Headers, Session, Stream};
+use crate::streaming::ws_channel::ChannelProtocol;
 
 /// What we offer, most preferred first.
 const WS_PROTOCOLS: &[&str] = &[

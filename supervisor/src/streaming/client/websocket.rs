@@ -10,10 +10,10 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::streaming::ws_channel::ChannelProtocol;
 use super::connect::{self, BoxIo};
 use super::target::Target;
 use super::{ClientError, ClientTls, Transport};
+use crate::streaming::ws_channel::ChannelProtocol;
 
 /// How many outgoing messages may queue before senders wait.
 const SEND_QUEUE: usize = 16;
