@@ -13,7 +13,7 @@ use tokio_tungstenite::WebSocketStream;
 use super::io::{gone_signal, Channel, CommandIo, Outcome, TermSize, OUTPUT_QUEUE};
 use super::status;
 use super::ws_channel::{ChannelProtocol, STREAM_CLOSE};
-use super::ws_finish::finish;
+use super::ws_finish::{close_normally, finish};
 
 const STDIN: u8 = 0;
 const STDOUT: u8 = 1;
@@ -132,7 +132,7 @@ where
         if let Some(body) = body {
             let _ = sink.send(framing.encode(ERROR, &body)).await;
         }
-        let _ = sink.close().await;
+        close_normally(&mut sink).await;
     }
     finish(sink, reader).await;
 }

@@ -13,7 +13,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::dial::{pod_to_client, Dialer};
 use super::ws_channel::ChannelProtocol;
-use super::ws_finish::finish;
+use super::ws_finish::{close_normally, finish};
 
 /// Subprotocols kubelet's port-forward WebSocket accepts ("" is binary framing).
 pub const PROTOCOLS: &[&str] = &["v4.channel.k8s.io", "v4.base64.channel.k8s.io"];
@@ -56,7 +56,7 @@ where
                 break;
             }
         }
-        let _ = sink.close().await;
+        close_normally(&mut sink).await;
         sink
     });
 
