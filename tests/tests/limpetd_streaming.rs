@@ -386,6 +386,48 @@ fn attach_by_two_clients_with_stdin_and_stdin_once() {
         assert!(out.text().contains("only-once"), "{}", out.text());
         a.abort();
 
+        // A container with a terminal: attach resizes it.
+        let mut term = env.container("term", "while true; do stty size; sleep 0.2; done");
+        term.tty = true;
+        term.stdin = true;
+        let c3 = cri.run(&pod, &config, term).await;
+        let u = cri
+            .rt
+            .attach(AttachRequest {
+                container_id: c3.clone(),
+                stdin: true,
+                tty: true,
+                stdout: true,
+                stderr: false,
+            })
+            .await
+            .expect("Attach")
+            .into_inner()
+            .url;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let (_stdin_w, stdin_r) = tokio::io::duplex(64);
+        let out = Capture::default();
+        let io = CommandIo {
+            stdin: Some(Box::new(stdin_r)),
+            stdout: Some(Box::new(out.clone())),
+            stderr: None,
+            tty: true,
+            resize: Some(rx),
+        };
+        let a = tokio::spawn(remote_command_owned(u, Transport::Spdy, io));
+        tx.send(TermSize {
+            width: 111,
+            height: 33,
+        })
+        .await
+        .unwrap();
+        wait_for(10, "the attached terminal has the client's size", || {
+            let o = out.text();
+            async move { o.contains("33 111").then_some(()) }
+        })
+        .await;
+        a.abort();
+
         // Attach to a container that is not running is refused.
         let (code, _) = code_of(
             cri.rt
