@@ -8,7 +8,7 @@ packages=(
     runc crun containerd
     # test images are built locally from the static busybox with umoci
     busybox-static umoci skopeo docker-registry
-    # the registry token tests make their signing certificate with the openssl CLI
+    # the registry token and streaming TLS tests make their certificates with the openssl CLI
     openssl
     # pod networking, protos, namespaces, firewall, checkpoint
     containernetworking-plugins protobuf-compiler iproute2 iptables criu
