@@ -8,6 +8,7 @@
 //! a private limpetd.
 
 use std::io::Read;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -359,8 +360,26 @@ fn lifecycle(t: &Target) {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
     assert_eq!(t.ctl(&["exec", &cid, "true"]).status.code(), Some(0));
-    let err = t.fails(&["exec", "-it", &cid, "sh"]);
-    assert!(err.contains("streaming"), "{err}");
+    // streaming exec: stdin through, its end closing the command's stdin, the exit code
+    // passed on; -t without -i is refused as crictl refuses it
+    let mut cmd = t.command(&["exec", "-i", &cid, "sh", "-c", "cat; echo done >&2; exit 4"]);
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run limpetctl exec -i");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"typed\n")
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("limpetctl exec -i");
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "typed\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "done\n");
+    t.fails(&["exec", "-t", &cid, "sh"]);
 
     // logs: stdout records to stdout, stderr records to stderr
     wait_for("the first log lines", Duration::from_secs(10), || {
