@@ -107,6 +107,15 @@ impl ShimUnderTest {
     pub fn binary_name(&self) -> String {
         binary_name_for(&self.runtime)
     }
+
+    /// True for containerd's Go shim (its `-v` names Go): the reference the suites also run
+    /// against, which lacks limpet's own additions (cri-log, pause, the attach socket).
+    pub fn is_go(&self) -> bool {
+        std::process::Command::new(&self.binary)
+            .arg("-v")
+            .output()
+            .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("Go version"))
+    }
 }
 
 /// Reads `LIMPET_SHIM` / `LIMPET_RUNTIME`, defaulting to the workspace's own shim build.

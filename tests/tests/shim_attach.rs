@@ -10,7 +10,6 @@ use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use limpet_tests::{shim_cases, skip, Harness};
@@ -18,14 +17,6 @@ use limpet_tests::{shim_cases, skip, Harness};
 const SECOND: Duration = Duration::from_secs(1);
 /// Lines the container writes on each stream, one pair every 100 ms.
 const LINES: usize = 30;
-
-/// True for containerd's Go shim (`-v` names Go).
-fn is_go_shim(binary: &Path) -> bool {
-    Command::new(binary)
-        .arg("-v")
-        .output()
-        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("Go version"))
-}
 
 /// What one client read: its frames, and whether the data ended on a frame boundary.
 struct Received {
@@ -133,7 +124,7 @@ fn numbers(lines: &[String], prefix: &str) -> Vec<usize> {
 /// A client connecting after that gets EOF at once; the CRI log still has every line, and
 /// the socket is gone with the task.
 fn attach_fans_out_output_until_exit(h: &Harness) {
-    if is_go_shim(&h.shim.binary) {
+    if h.shim.is_go() {
         return skip(&format!(
             "attach_fans_out_output_until_exit ({}): the Go shim has no attach socket",
             h.flavor

@@ -22,17 +22,9 @@ const SECOND: Duration = Duration::from_secs(1);
 /// containerd's default `max_container_log_line_size`, which the shim uses too.
 const MAX_LINE: usize = 16 * 1024;
 
-/// True for containerd's Go shim, which knows neither cri-log nor pause (`-v` names Go).
-fn is_go_shim(binary: &Path) -> bool {
-    Command::new(binary)
-        .arg("-v")
-        .output()
-        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("Go version"))
-}
-
 /// Skips the rest of a case run against the Go shim, loudly.
 fn skip_go_shim(h: &Harness, case: &str) -> bool {
-    let go = is_go_shim(&h.shim.binary);
+    let go = h.shim.is_go();
     if go {
         skip(&format!(
             "{case} ({}): the Go shim has no cri-log stdio or log service",
@@ -325,7 +317,7 @@ shim_cases!(
 /// none or it is the Go shim.
 fn pause_binary(case: &str) -> Option<PathBuf> {
     match shim_under_test() {
-        Ok(shim) if is_go_shim(&shim.binary) => {
+        Ok(shim) if shim.is_go() => {
             skip(&format!("{case}: the Go shim has no pause mode"));
             None
         }
