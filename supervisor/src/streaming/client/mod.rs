@@ -20,8 +20,7 @@ pub use port_forward::{
     websocket_port_forward, websocket_port_forward_with, ForwardedConn, SpdyPortForward,
 };
 pub use remote_command::{
-    remote_command, remote_command_fallback, remote_command_fallback_with, remote_command_with,
-    RemoteCommand,
+    remote_command, remote_command_fallback, remote_command_with, RemoteCommand,
 };
 
 /// The transport a streaming URL is upgraded to.

@@ -66,24 +66,25 @@ pub async fn remote_command_with(
 }
 
 /// WebSocket first, SPDY when the server refuses the WebSocket upgrade (kubectl's fallback).
-/// The SPDY attempt reuses `url`: servers that spend a URL's token on a refused upgrade
-/// (kubelet's, limpetd's) then answer 404; callers that can ask for a fresh URL connect
-/// with [`RemoteCommand::connect`] themselves.
-pub async fn remote_command_fallback(url: &str, io: CommandIo) -> Result<Exit, ClientError> {
-    remote_command_fallback_with(url, io, &ClientTls::default()).await
-}
-
-/// [`remote_command_fallback`] with TLS settings for https URLs.
-pub async fn remote_command_fallback_with(
-    url: &str,
+/// `url` is called once per attempt: a refused upgrade spends the URL's token (kubelet's and
+/// limpetd's servers both consume it first), so the SPDY attempt needs a fresh URL, from a
+/// new CRI `Exec` or `Attach` call.
+pub async fn remote_command_fallback<F, Fut>(
+    mut url: F,
     io: CommandIo,
     tls: &ClientTls,
-) -> Result<Exit, ClientError> {
-    let conn = match RemoteCommand::connect(url, Transport::WebSocket, None, tls).await {
+) -> Result<Exit, ClientError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<String, ClientError>>,
+{
+    let first = url().await?;
+    let conn = match RemoteCommand::connect(&first, Transport::WebSocket, None, tls).await {
         Ok(conn) => conn,
         Err(e) if e.is_upgrade_refused() => {
             tracing::debug!("{e}; falling back to SPDY");
-            RemoteCommand::connect(url, Transport::Spdy, None, tls).await?
+            let fresh = url().await?;
+            RemoteCommand::connect(&fresh, Transport::Spdy, None, tls).await?
         }
         Err(e) => return Err(e),
     };

@@ -202,7 +202,13 @@ async fn connection_failures_are_not_refusals() {
     let url = format!("http://{}/exec/x", listener.local_addr().unwrap());
     drop(listener);
     let (io, _, _) = io_with(None, false);
-    let err = within(remote_command_fallback(&url, io)).await.unwrap_err();
+    let err = within(remote_command_fallback(
+        same(&url),
+        io,
+        &ClientTls::default(),
+    ))
+    .await
+    .unwrap_err();
     assert!(matches!(err, ClientError::Connect { .. }), "{err}");
     assert!(!err.is_upgrade_refused());
 }
@@ -218,7 +224,13 @@ async fn fallback_asks_for_spdy_after_a_websocket_refusal() {
     )
     .await;
     let (io, _, _) = io_with(Some(b""), false);
-    let err = within(remote_command_fallback(&url, io)).await.unwrap_err();
+    let err = within(remote_command_fallback(
+        same(&url),
+        io,
+        &ClientTls::default(),
+    ))
+    .await
+    .unwrap_err();
     match &err {
         ClientError::UpgradeRefused {
             transport: Transport::Spdy,
@@ -424,7 +436,13 @@ async fn fallback_runs_over_spdy_when_websocket_is_refused() {
         session.closed().await;
     });
     let (io, out, err) = io_with(None, false);
-    let exit = within(remote_command_fallback(&url, io)).await.unwrap();
+    let exit = within(remote_command_fallback(
+        same(&url),
+        io,
+        &ClientTls::default(),
+    ))
+    .await
+    .unwrap();
     assert_eq!(exit, Exit::Code(0));
     assert_eq!((out.text().as_str(), err.text().as_str()), ("x", "x"));
     within(server).await.unwrap();
@@ -533,4 +551,9 @@ async fn https_urls_trust_the_given_ca_only() {
         .unwrap_err();
     assert!(matches!(err, ClientError::Tls { .. }), "{err}");
     within(server).await.unwrap();
+}
+
+/// A URL source that hands out the same URL each time (these test servers keep no tokens).
+fn same(url: &str) -> impl FnMut() -> std::future::Ready<Result<String, ClientError>> + '_ {
+    move || std::future::ready(Ok(url.to_string()))
 }
