@@ -576,13 +576,7 @@ mod tests {
         };
         let mut prepared = paths.prepare("c", "default", None).unwrap();
         assert_eq!(prepared.pending.cri_logs.len(), 1);
-        let mut child = Command::new("/bin/sh")
-            .args(["-c", "echo to-out; echo to-err >&2; printf tail"])
-            .stdin(Stdio::null())
-            .stdout(std::mem::replace(&mut prepared.stdout, Stdio::null()))
-            .stderr(std::mem::replace(&mut prepared.stderr, Stdio::null()))
-            .spawn()
-            .unwrap();
+        let mut child = sh_with(&mut prepared, "echo to-out; echo to-err >&2; printf tail");
         let mut io = prepared.start("c").unwrap();
         child.wait().unwrap();
         io.finish(Duration::from_secs(5));
@@ -598,6 +592,17 @@ mod tests {
             "{text:?}"
         );
         io.reopen_log().unwrap();
+    }
+
+    /// `sh -c script` with the stdout and stderr runc would have been given.
+    fn sh_with(prepared: &mut Prepared, script: &str) -> std::process::Child {
+        Command::new("/bin/sh")
+            .args(["-c", script])
+            .stdin(Stdio::null())
+            .stdout(std::mem::replace(&mut prepared.stdout, Stdio::null()))
+            .stderr(std::mem::replace(&mut prepared.stderr, Stdio::null()))
+            .spawn()
+            .unwrap()
     }
 
     #[test]
@@ -622,13 +627,7 @@ mod tests {
             .unwrap();
         // A client gets output from when it is accepted: give the accept thread a moment.
         std::thread::sleep(Duration::from_millis(200));
-        let mut child = Command::new("/bin/sh")
-            .args(["-c", "echo out; sleep 0.1; echo err >&2"])
-            .stdin(Stdio::null())
-            .stdout(std::mem::replace(&mut prepared.stdout, Stdio::null()))
-            .stderr(std::mem::replace(&mut prepared.stderr, Stdio::null()))
-            .spawn()
-            .unwrap();
+        let mut child = sh_with(&mut prepared, "echo out; sleep 0.1; echo err >&2");
         let mut io = prepared.start("c").unwrap();
         child.wait().unwrap();
         let mut got = Vec::new();

@@ -94,6 +94,22 @@ async fn exec_url(cri: &mut Cri<'_>, id: &str, cmd: &[&str], stdin: bool, tty: b
         .url
 }
 
+/// The Attach URL of container `id`; stdout always, stderr unless a terminal.
+async fn attach_url(cri: &mut Cri<'_>, id: &str, stdin: bool, tty: bool, stderr: bool) -> String {
+    cri.rt
+        .attach(AttachRequest {
+            container_id: id.into(),
+            stdin,
+            tty,
+            stdout: true,
+            stderr,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("Attach: {e}\n{}", cri.env.d.log_tail()))
+        .into_inner()
+        .url
+}
+
 async fn exec(
     cri: &mut Cri<'_>,
     id: &str,
@@ -299,24 +315,10 @@ fn attach_by_two_clients_with_stdin_and_stdin_once() {
         let mut cat = env.container("cat", "echo ready; exec cat");
         cat.stdin = true;
         let c = cri.run(&pod, &config, cat).await;
-        let url = |cri: &mut Cri<'_>, stdin: bool| {
-            let mut rt = cri.rt.clone();
-            let id = c.clone();
-            async move {
-                rt.attach(AttachRequest {
-                    container_id: id,
-                    stdin,
-                    tty: false,
-                    stdout: true,
-                    stderr: true,
-                })
-                .await
-                .expect("Attach")
-                .into_inner()
-                .url
-            }
-        };
-        let (u1, u2) = (url(&mut cri, false).await, url(&mut cri, true).await);
+        let (u1, u2) = (
+            attach_url(&mut cri, &c, false, false, true).await,
+            attach_url(&mut cri, &c, true, false, true).await,
+        );
         let (io1, out1, _) = command_io(None, true, false);
         let a1 = tokio::spawn(remote_command_owned(u1, Transport::WebSocket, io1));
         let (stdin_w, stdin_r) = tokio::io::duplex(64);
@@ -363,19 +365,7 @@ fn attach_by_two_clients_with_stdin_and_stdin_once() {
         once.stdin = true;
         once.stdin_once = true;
         let c2 = cri.run(&pod, &config, once).await;
-        let u = cri
-            .rt
-            .attach(AttachRequest {
-                container_id: c2.clone(),
-                stdin: true,
-                tty: false,
-                stdout: true,
-                stderr: false,
-            })
-            .await
-            .expect("Attach")
-            .into_inner()
-            .url;
+        let u = attach_url(&mut cri, &c2, true, false, false).await;
         let (io, out, _) = command_io(Some(b"only-once\n"), false, false);
         let a = tokio::spawn(remote_command_owned(u, Transport::WebSocket, io));
         wait_for(10, "stdin closed once the attach's stdin ended", || {
@@ -391,19 +381,7 @@ fn attach_by_two_clients_with_stdin_and_stdin_once() {
         term.tty = true;
         term.stdin = true;
         let c3 = cri.run(&pod, &config, term).await;
-        let u = cri
-            .rt
-            .attach(AttachRequest {
-                container_id: c3.clone(),
-                stdin: true,
-                tty: true,
-                stdout: true,
-                stderr: false,
-            })
-            .await
-            .expect("Attach")
-            .into_inner()
-            .url;
+        let u = attach_url(&mut cri, &c3, true, true, false).await;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let (_stdin_w, stdin_r) = tokio::io::duplex(64);
         let out = Capture::default();

@@ -1,16 +1,13 @@
 //! ExecSync: a command run in a container to completion, its output collected through FIFOs
 //! up to a cap, killed when the timeout passes.
 
-use std::path::Path;
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 
-use super::error::{io_err, Result, RuntimeError};
-use super::exec_stream::{fifo, open_reader};
-use super::ids::new_id;
-use super::records::ContainerState;
+use super::error::{Result, RuntimeError};
+use super::exec_stream::{fifo, open_reader, ExecTarget};
 use super::shim_pool::TaskStdio;
 use super::{remove_dir, Runtime};
 
@@ -38,41 +35,19 @@ async fn collect(mut rx: pipe::Receiver, cap: usize) -> Vec<u8> {
 
 impl Runtime {
     pub async fn exec_sync(&self, id: &str, cmd: Vec<String>, timeout: i64) -> Result<ExecOutput> {
-        if cmd.is_empty() {
-            return Err(RuntimeError::InvalidArgument(
-                "exec: no command given".into(),
-            ));
-        }
-        let c = self.container(id)?;
-        if c.record.state != ContainerState::Running {
-            return Err(RuntimeError::FailedPrecondition(format!(
-                "container {} is not running",
-                c.record.id
-            )));
-        }
-        let id = c.record.id.clone();
-        let address = self.sandbox(&c.record.sandbox_id)?.record.shim_address;
-        let process = self.exec_process(&id, cmd)?;
-
-        let exec_id = new_id();
-        let dir = self.exec_dir(&id, &exec_id);
-        std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
-        let result = self
-            .run_exec(&address, &id, &exec_id, &dir, process, timeout)
-            .await;
-        let _ = remove_dir(&dir);
+        let (target, process) = self.prepare_exec(id, cmd)?;
+        let result = self.run_exec(&target, process, timeout).await;
+        let _ = remove_dir(&target.dir);
         result
     }
 
     async fn run_exec(
         &self,
-        address: &str,
-        id: &str,
-        exec_id: &str,
-        dir: &Path,
+        target: &ExecTarget,
         process: oci_spec::runtime::Process,
         timeout: i64,
     ) -> Result<ExecOutput> {
+        let (address, id, exec_id, dir) = target.parts();
         let (out_path, err_path) = (fifo(dir, "stdout")?, fifo(dir, "stderr")?);
         let (out_rx, err_rx) = (open_reader(&out_path)?, open_reader(&err_path)?);
         let stdio = TaskStdio {

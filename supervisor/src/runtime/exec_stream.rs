@@ -78,6 +78,21 @@ pub(super) fn open_writer(path: &Path) -> Result<pipe::Sender> {
         .map_err(io_err(format!("open {}", path.display())))
 }
 
+/// One exec: its container, the pod's shim, the exec id and its FIFO directory.
+pub(super) struct ExecTarget {
+    pub id: String,
+    pub address: String,
+    pub exec_id: String,
+    pub dir: PathBuf,
+}
+
+impl ExecTarget {
+    /// (address, container id, exec id, FIFO directory), as the shim calls take them.
+    pub fn parts(&self) -> (&str, &str, &str, &Path) {
+        (&self.address, &self.id, &self.exec_id, &self.dir)
+    }
+}
+
 impl Runtime {
     /// An exec's FIFO directory, `<container>.<exec>`: what a crash leaves behind names the
     /// process to kill at the next start.
@@ -125,38 +140,49 @@ impl Runtime {
         Ok(c)
     }
 
-    pub async fn exec_stream(&self, req: v1::ExecRequest, io: CommandIo) -> Result<Outcome> {
-        if req.cmd.is_empty() {
+    /// What every exec starts from: a running container, its pod's shim, the container's
+    /// process running `cmd`, and an empty FIFO directory (the caller removes it).
+    pub(super) fn prepare_exec(
+        &self,
+        container_id: &str,
+        cmd: Vec<String>,
+    ) -> Result<(ExecTarget, oci_spec::runtime::Process)> {
+        if cmd.is_empty() {
             return Err(RuntimeError::InvalidArgument(
                 "exec: no command given".into(),
             ));
         }
-        let c = self.running_container(&req.container_id)?;
-        let id = c.record.id.clone();
+        let c = self.running_container(container_id)?;
         let address = self.sandbox(&c.record.sandbox_id)?.record.shim_address;
-        let mut process = self.exec_process(&id, req.cmd.clone())?;
-        process.set_terminal(Some(io.tty));
+        let process = self.exec_process(&c.record.id, cmd)?;
         let exec_id = new_id();
-        let dir = self.exec_dir(&id, &exec_id);
+        let dir = self.exec_dir(&c.record.id, &exec_id);
         std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
-        let result = self
-            .run_exec_stream(&address, &id, &exec_id, &dir, process, &req.cmd, io)
-            .await;
-        let _ = remove_dir(&dir);
+        let target = ExecTarget {
+            id: c.record.id,
+            address,
+            exec_id,
+            dir,
+        };
+        Ok((target, process))
+    }
+
+    pub async fn exec_stream(&self, req: v1::ExecRequest, io: CommandIo) -> Result<Outcome> {
+        let (target, mut process) = self.prepare_exec(&req.container_id, req.cmd.clone())?;
+        process.set_terminal(Some(io.tty));
+        let result = self.run_exec_stream(&target, process, &req.cmd, io).await;
+        let _ = remove_dir(&target.dir);
         result
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn run_exec_stream(
         &self,
-        address: &str,
-        id: &str,
-        exec_id: &str,
-        dir: &Path,
+        target: &ExecTarget,
         process: oci_spec::runtime::Process,
         cmd: &[String],
         io: CommandIo,
     ) -> Result<Outcome> {
+        let (address, id, exec_id, dir) = target.parts();
         let CommandIo {
             stdin,
             output,

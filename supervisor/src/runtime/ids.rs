@@ -2,12 +2,14 @@
 
 use std::io::Read;
 
+/// Fills `buf` from the kernel's random source.
+pub(crate) fn random_bytes(buf: &mut [u8]) -> std::io::Result<()> {
+    std::fs::File::open("/dev/urandom")?.read_exact(buf)
+}
+
 pub fn new_id() -> String {
     let mut bytes = [0u8; 32];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .is_err()
-    {
+    if random_bytes(&mut bytes).is_err() {
         // /dev/urandom missing: fall back on time and pid, still unique per call.
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

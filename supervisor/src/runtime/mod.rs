@@ -9,7 +9,7 @@ mod error;
 mod events;
 mod exec;
 mod exec_stream;
-mod ids;
+pub(crate) mod ids;
 mod port_forward;
 mod reconcile;
 pub mod records;

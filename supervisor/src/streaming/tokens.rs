@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use limpet_protos::cri::v1;
 
+use crate::runtime::ids::random_bytes;
+
 pub const TTL: Duration = Duration::from_secs(60);
 /// Requests waiting for their client at once; more is a sign of a client gone wrong.
 const MAX_IN_FLIGHT: usize = 1000;
@@ -37,7 +39,8 @@ pub struct Tokens {
 impl Tokens {
     pub fn insert(&self, request: Request) -> Result<String, TokenError> {
         let mut bytes = [0u8; TOKEN_BYTES];
-        getrandom(&mut bytes).map_err(TokenError::Random)?;
+        // No fallback here: a token must not be guessable.
+        random_bytes(&mut bytes).map_err(TokenError::Random)?;
         let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
         let now = Instant::now();
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
@@ -63,11 +66,6 @@ impl Tokens {
             *at -= by;
         }
     }
-}
-
-fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")?.read_exact(buf)
 }
 
 #[cfg(test)]

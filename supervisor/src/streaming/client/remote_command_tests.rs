@@ -479,8 +479,6 @@ fn make_certs(dir: &std::path::Path) -> Option<()> {
 // The handshake callback's error type is tungstenite's.
 #[allow(clippy::result_large_err)]
 async fn https_urls_trust_the_given_ca_only() {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
     use tokio_tungstenite::tungstenite::http::HeaderValue;
 
@@ -488,20 +486,9 @@ async fn https_urls_trust_the_given_ca_only() {
     if make_certs(dir.path()).is_none() {
         return;
     }
-    let certs = CertificateDer::pem_file_iter(dir.path().join("srv.pem"))
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_file(dir.path().join("srv.key")).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let acceptor =
+        crate::streaming::tls::acceptor(&dir.path().join("srv.pem"), &dir.path().join("srv.key"))
+            .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://{}/exec/tls", listener.local_addr().unwrap());
     let server = tokio::spawn(async move {
